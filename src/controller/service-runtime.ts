@@ -1,0 +1,529 @@
+import PQueue from 'p-queue';
+import { LumaError, describeError } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { Replica, ServiceSpec, ServiceState } from '../model.js';
+import type { ReplicaView, ServiceStatus } from '../api/backend.js';
+import type { ReplicaLease } from '../wake/types.js';
+import { StartBackoff } from './backoff.js';
+import type { InFlightSource, ReplicaRuntime, UpstreamPublisher } from './ports.js';
+import type { ReplicaStarter } from './replica-starter.js';
+import { replicaSpecHash } from './spec-hash.js';
+
+/** Why a replica leaves routing. `idle` drains can be cancelled by a new request. */
+export type DrainReason = 'idle' | 'scale-down' | 'replace' | 'delete';
+
+interface ReplicaRecord {
+  replica: Replica;
+  /** Requests replayed by the wake-up handler and still open. */
+  leases: number;
+  exit?: { exitCode: number | null };
+  drainReason?: DrainReason;
+}
+
+export interface ServiceRuntimeOptions {
+  spec: ServiceSpec;
+  runtime: ReplicaRuntime;
+  starter: ReplicaStarter;
+  publisher: UpstreamPublisher;
+  inFlight: InFlightSource;
+  logger: Logger;
+  defaults: { startupTimeoutMs: number; inactivityTimeoutMs: number; concurrency: number };
+  drainTimeoutMs: number;
+  stopGracePeriodMs: number;
+}
+
+/** Poll interval while waiting for a draining replica's requests to finish. */
+const DRAIN_POLL_MS = 200;
+
+/**
+ * Desired and observed state of one service, and the transitions between them.
+ *
+ * A wake (`acquire`) starts at most one replica at a time (single-flight); every other change of
+ * the replica set (minimum floor, scale to zero, replacement, delete) runs through `operations`,
+ * one at a time. Replicas leave routing before they are drained and stopped.
+ */
+export class ServiceRuntime {
+  spec: ServiceSpec;
+  private specHash: string;
+  private readonly replicas = new Map<string, ReplicaRecord>();
+  private readonly operations = new PQueue({ concurrency: 1 });
+  private readonly backoff = new StartBackoff();
+  private pendingWake: Promise<ReplicaRecord> | null = null;
+  private starting = 0;
+  private lastRequestAt: number | null = null;
+  private lastError: ServiceStatus['lastError'] = null;
+  private lastScaling: ServiceStatus['lastScaling'] = null;
+  private deleted = false;
+  private publishing: Promise<void> | null = null;
+  private publishAgain = false;
+  private readonly log: Logger;
+
+  constructor(private readonly options: ServiceRuntimeOptions) {
+    this.spec = options.spec;
+    this.specHash = replicaSpecHash(options.spec);
+    this.log = options.logger;
+  }
+
+  get name(): string {
+    return this.spec.name;
+  }
+
+  get isDeleted(): boolean {
+    return this.deleted;
+  }
+
+  // ---- wake path -------------------------------------------------------------------------
+
+  /** Returns a lease on a ready replica, starting one when none is ready. */
+  async acquire(signal: AbortSignal): Promise<ReplicaLease> {
+    this.touch();
+    if (this.deleted) throw this.deletedError();
+
+    const ready = this.pickReady();
+    if (ready) return this.lease(ready);
+
+    const revived = this.reviveIdleDrain();
+    if (revived) return this.lease(revived);
+
+    const waitMs = this.backoff.remaining(Date.now());
+    if (waitMs > 0) {
+      throw new LumaError('wake_backoff', `service "${this.name}" failed to start recently: ${this.lastError?.message ?? 'unknown error'}`, {
+        details: { service: this.name, retryAfterMs: waitMs },
+      });
+    }
+
+    if (this.pendingWake === null) {
+      this.pendingWake = this.startReplica('wake').finally(() => {
+        this.pendingWake = null;
+      });
+      // Every waiter may have gone away; the failure is already logged by startReplica.
+      this.pendingWake.catch(() => undefined);
+    }
+    const record = await abortable(this.pendingWake, signal);
+    if (this.deleted) throw this.deletedError();
+
+    // The replica that just started may already be taken by a drain; take any ready one.
+    return this.lease(this.pickReady() ?? record);
+  }
+
+  private lease(record: ReplicaRecord): ReplicaLease {
+    record.leases += 1;
+    let released = false;
+    return {
+      replicaId: record.replica.id,
+      address: record.replica.address ?? '',
+      release: () => {
+        if (released) return;
+        released = true;
+        record.leases -= 1;
+        this.touch();
+      },
+    };
+  }
+
+  private pickReady(): ReplicaRecord | undefined {
+    let best: ReplicaRecord | undefined;
+    for (const record of this.replicas.values()) {
+      if (record.replica.state !== 'ready') continue;
+      if (best === undefined || this.load(record) < this.load(best)) best = record;
+    }
+    return best;
+  }
+
+  /** A replica draining because the service went idle is put back into service. */
+  private reviveIdleDrain(): ReplicaRecord | undefined {
+    for (const record of this.replicas.values()) {
+      if (record.replica.state === 'draining' && record.drainReason === 'idle') {
+        record.replica.state = 'ready';
+        record.drainReason = undefined;
+        this.log.info({ replica: record.replica.name }, 'replica revived from idle drain');
+        this.schedulePublish();
+        return record;
+      }
+    }
+    return undefined;
+  }
+
+  private load(record: ReplicaRecord): number {
+    const address = record.replica.address;
+    return record.leases + (address ? this.options.inFlight.inFlight(address) : 0);
+  }
+
+  /** Records activity; called for every request seen by Caddy's access log or the wake-up handler. */
+  touch(at: number = Date.now()): void {
+    if (this.lastRequestAt === null || at > this.lastRequestAt) this.lastRequestAt = at;
+  }
+
+  // ---- starting replicas -------------------------------------------------------------------
+
+  private async startReplica(reason: 'wake' | 'minimum' | 'replace' | 'scale-up'): Promise<ReplicaRecord> {
+    const spec = this.spec;
+    const specHash = this.specHash;
+    let record: ReplicaRecord | undefined;
+    const startedAt = Date.now();
+    this.starting += 1;
+
+    try {
+      await this.options.starter.start({
+        spec,
+        specHash,
+        startupTimeoutMs: spec.startupTimeoutMs ?? this.options.defaults.startupTimeoutMs,
+        onCreated: (replica) => {
+          record = { replica, leases: 0 };
+          this.replicas.set(replica.id, record);
+        },
+        onAddress: (address) => {
+          if (record) record.replica.address = address;
+        },
+        exitOf: () => record?.exit,
+      });
+    } catch (error) {
+      if (record) this.replicas.delete(record.replica.id);
+      this.recordFailure(error);
+      throw error;
+    } finally {
+      this.starting -= 1;
+    }
+
+    if (!record) throw new LumaError('replica_exited', `replica of service "${spec.name}" was not created`);
+    record.replica.state = 'ready';
+    record.replica.readyAt = new Date().toISOString();
+    this.backoff.reset();
+    this.lastError = null;
+    this.log.info(
+      { replica: record.replica.name, address: record.replica.address, bootMs: Date.now() - startedAt, reason },
+      'replica ready',
+    );
+    this.schedulePublish();
+    return record;
+  }
+
+  private recordFailure(error: unknown): void {
+    const details = error instanceof LumaError ? error.details : {};
+    const delay = this.backoff.recordFailure(Date.now());
+    // Clients that waited for this start learn when the next try is allowed.
+    if (error instanceof LumaError) error.details.retryAfterMs = delay;
+    this.lastError = {
+      at: new Date().toISOString(),
+      code: error instanceof LumaError ? error.code : 'replica_exited',
+      message: describeError(error),
+      exitCode: typeof details.exitCode === 'number' ? details.exitCode : undefined,
+      logTail: Array.isArray(details.logTail) ? (details.logTail as string[]) : undefined,
+    };
+    this.log.error(
+      { err: error, exitCode: this.lastError.exitCode, logTail: this.lastError.logTail, retryInMs: delay },
+      'replica start failed',
+    );
+  }
+
+  // ---- routing -----------------------------------------------------------------------------
+
+  /** Replicas that Caddy may pick. */
+  routableReplicas(): Replica[] {
+    return [...this.replicas.values()].filter((r) => r.replica.state === 'ready').map((r) => r.replica);
+  }
+
+  /**
+   * Publishes the current ready set. Calls made while a publish runs coalesce into one more
+   * publish of the state at that time; the returned promise resolves after it.
+   */
+  schedulePublish(): Promise<void> {
+    if (this.publishing) {
+      this.publishAgain = true;
+      return this.publishing;
+    }
+    this.publishing = (async () => {
+      try {
+        do {
+          this.publishAgain = false;
+          if (this.deleted) return;
+          await this.options.publisher.publish(this.spec, this.routableReplicas());
+        } while (this.publishAgain);
+      } finally {
+        this.publishing = null;
+      }
+    })();
+    this.publishing.catch((error: unknown) => {
+      this.log.error({ err: error }, 'publish route failed; reconcile retries');
+    });
+    return this.publishing;
+  }
+
+  // ---- replica set changes -------------------------------------------------------------------
+
+  /** Starts replicas up to `minReplicas` unless starts are backing off. */
+  ensureMinimum(): Promise<void> {
+    return this.operations.add(async () => {
+      if (this.deleted || this.backoff.remaining(Date.now()) > 0) return;
+      const active = this.countActive() + (this.pendingWake ? 1 : 0);
+      const missing = this.spec.minReplicas - active;
+      if (missing <= 0) return;
+      this.log.info({ missing, minReplicas: this.spec.minReplicas }, 'starting replicas for minimum');
+      await Promise.allSettled(Array.from({ length: missing }, () => this.startReplica('minimum')));
+    });
+  }
+
+  /** Scales to zero when idle for the inactivity timeout and nothing is in flight. */
+  maybeSleep(now: number): Promise<void> | undefined {
+    if (this.deleted || this.spec.minReplicas > 0) return undefined;
+    if (this.pendingWake || this.starting > 0 || this.operations.size + this.operations.pending > 0) return undefined;
+    const ready = [...this.replicas.values()].filter((r) => r.replica.state === 'ready');
+    if (ready.length === 0) return undefined;
+    if (ready.some((r) => this.load(r) > 0)) {
+      this.touch(now);
+      return undefined;
+    }
+    const timeout = this.spec.inactivityTimeoutMs ?? this.options.defaults.inactivityTimeoutMs;
+    const idleSince = this.lastRequestAt ?? 0;
+    if (now - idleSince < timeout) return undefined;
+
+    return this.operations.add(async () => {
+      const idle = [...this.replicas.values()].filter((r) => r.replica.state === 'ready');
+      if (idle.length === 0 || (this.lastRequestAt ?? 0) > idleSince) return;
+      this.log.info({ replicas: idle.length, idleMs: now - idleSince }, 'service idle, scaling to zero');
+      this.lastScaling = { at: new Date().toISOString(), from: idle.length, to: 0, reason: `no request for ${Math.round((now - idleSince) / 1000)}s` };
+      await this.drainAndStop(idle, 'idle');
+    });
+  }
+
+  /** Applies a changed spec; replicas are replaced when fields that need a new container changed. */
+  update(spec: ServiceSpec): Promise<void> {
+    return this.operations.add(async () => {
+      this.spec = spec;
+      this.specHash = replicaSpecHash(spec);
+      this.backoff.reset();
+      this.lastError = null;
+      await this.schedulePublish();
+      await this.replaceOutdated();
+    });
+  }
+
+  /** Replaces adopted replicas created from an older spec. */
+  refresh(): Promise<void> {
+    return this.operations.add(() => this.replaceOutdated());
+  }
+
+  /** Starts replicas of the current spec, then drains those of older specs (no gap in service). */
+  private async replaceOutdated(): Promise<void> {
+    const spec = this.spec;
+    const outdated = [...this.replicas.values()].filter(
+      (r) => r.replica.specHash !== this.specHash && (r.replica.state === 'ready' || r.replica.state === 'starting'),
+    );
+    if (outdated.length === 0) return;
+    const readyOutdated = outdated.filter((r) => r.replica.state === 'ready').length;
+    const wanted = Math.max(readyOutdated, spec.minReplicas);
+    if (wanted > 0) {
+      this.log.info({ replicas: wanted }, 'replacing replicas after spec change');
+      const results = await Promise.allSettled(Array.from({ length: wanted }, () => this.startReplica('replace')));
+      if (results.every((r) => r.status === 'rejected')) {
+        this.log.warn('no new replica started; outdated replicas keep serving');
+        return;
+      }
+    }
+    await this.drainAndStop(outdated, 'replace');
+  }
+
+  /** Removes the route, then drains and removes every replica. */
+  delete(): Promise<void> {
+    this.deleted = true;
+    return this.operations.add(async () => {
+      const records = [...this.replicas.values()];
+      await this.drainAndStop(records, 'delete', () => this.options.publisher.unpublish(this.name));
+    });
+  }
+
+  /**
+   * Takes replicas out of routing, waits for their in-flight requests (up to the drain timeout),
+   * then stops and removes their containers.
+   */
+  private async drainAndStop(
+    records: ReplicaRecord[],
+    reason: DrainReason,
+    reroute: () => Promise<void> = () => this.schedulePublish(),
+  ): Promise<void> {
+    for (const record of records) {
+      record.replica.state = 'draining';
+      record.drainReason = reason;
+    }
+    // Draining addresses stay known to Caddy first, so their in-flight counts survive the
+    // route change that takes them out of rotation.
+    try {
+      await this.options.publisher.setDraining(this.name, this.drainingAddresses());
+      await reroute();
+    } catch (error) {
+      this.log.warn({ err: error }, 'route update before drain failed; draining anyway');
+    }
+
+    await Promise.all(records.map((record) => this.drainOne(record, reason)));
+  }
+
+  private async drainOne(record: ReplicaRecord, reason: DrainReason): Promise<void> {
+    const deadline = Date.now() + this.options.drainTimeoutMs;
+    const log = this.log.child({ replica: record.replica.name });
+
+    await this.options.inFlight.nextSample();
+    while (Date.now() < deadline) {
+      if (record.replica.state !== 'draining') return; // revived by a new request
+      if (this.load(record) === 0) break;
+      await sleep(DRAIN_POLL_MS);
+      await this.options.inFlight.nextSample();
+    }
+    if (record.replica.state !== 'draining') return;
+
+    const cut = this.load(record);
+    if (cut > 0) log.warn({ requestsCut: cut, drainTimeoutMs: this.options.drainTimeoutMs }, 'drain timed out, stopping replica anyway');
+    record.replica.state = 'stopping';
+    await this.stopRecord(record, log, reason);
+  }
+
+  private async stopRecord(record: ReplicaRecord, log: Logger, reason: string): Promise<void> {
+    try {
+      await this.options.runtime.stopReplica(record.replica.id, this.options.stopGracePeriodMs);
+      await this.options.runtime.removeReplica(record.replica.id);
+      log.info({ reason }, 'replica stopped');
+    } catch (error) {
+      log.error({ err: error }, 'stop replica failed; reconcile retries');
+    } finally {
+      this.replicas.delete(record.replica.id);
+      await this.options.publisher.setDraining(this.name, this.drainingAddresses()).catch(() => undefined);
+    }
+  }
+
+  private drainingAddresses(): string[] {
+    return [...this.replicas.values()]
+      .filter((r) => r.replica.state === 'draining' || r.replica.state === 'stopping')
+      .map((r) => r.replica.address)
+      .filter((a): a is string => Boolean(a));
+  }
+
+  /** Addresses of this service's replicas that are draining. */
+  draining(): string[] {
+    return this.drainingAddresses();
+  }
+
+  private countActive(): number {
+    let count = 0;
+    for (const record of this.replicas.values()) {
+      if (record.replica.state === 'ready' || record.replica.state === 'starting') count += 1;
+    }
+    return count;
+  }
+
+  // ---- observed state from Docker ------------------------------------------------------------
+
+  /** Adopts a running container found at start-up or by a reconcile scan. */
+  adopt(replica: Replica): void {
+    this.replicas.set(replica.id, { replica, leases: 0 });
+    // The inactivity timeout restarts for adopted replicas: their last request is not known.
+    this.touch();
+  }
+
+  has(id: string): boolean {
+    return this.replicas.has(id);
+  }
+
+  /** Handles a container that exited without being stopped by Luma. */
+  onContainerExit(id: string, exitCode: number | null): void {
+    const record = this.replicas.get(id);
+    if (!record) return;
+    record.exit = { exitCode };
+    if (record.replica.state === 'starting') return; // the readiness probe reports it
+    if (record.replica.state === 'stopping' || record.replica.state === 'draining') return;
+
+    this.log.warn({ replica: record.replica.name, exitCode }, 'replica exited unexpectedly');
+    record.replica.state = 'failed';
+    this.replicas.delete(id);
+    this.schedulePublish().catch(() => undefined);
+    this.options.runtime.removeReplica(id).catch((error: unknown) => {
+      this.log.warn({ err: error, replica: record.replica.name }, 'remove exited replica failed');
+    });
+  }
+
+  /** Forgets a replica whose container no longer exists. */
+  onContainerGone(id: string): void {
+    const record = this.replicas.get(id);
+    if (!record) return;
+    if (record.replica.state === 'starting') {
+      record.exit = { exitCode: null };
+      return;
+    }
+    this.replicas.delete(id);
+    if (record.replica.state === 'ready') {
+      this.log.warn({ replica: record.replica.name }, 'replica container disappeared');
+      this.schedulePublish().catch(() => undefined);
+    }
+  }
+
+  knownReplicaIds(): string[] {
+    return [...this.replicas.keys()];
+  }
+
+  // ---- views -------------------------------------------------------------------------------
+
+  state(): ServiceState {
+    const records = [...this.replicas.values()];
+    if (records.some((r) => r.replica.state === 'ready')) return 'ready';
+    if (this.pendingWake || this.starting > 0 || records.some((r) => r.replica.state === 'starting')) return 'starting';
+    if (this.lastError && this.backoff.remaining(Date.now()) > 0) return 'failed';
+    return 'sleeping';
+  }
+
+  status(): ServiceStatus {
+    const replicas: ReplicaView[] = [...this.replicas.values()].map((record) => ({
+      id: record.replica.id,
+      name: record.replica.name,
+      state: record.replica.state,
+      address: record.replica.address ?? null,
+      generation: record.replica.generation,
+      createdAt: record.replica.createdAt,
+      readyAt: record.replica.readyAt ?? null,
+      inFlight: this.load(record),
+    }));
+    const ready = replicas.filter((r) => r.state === 'ready');
+    const retryAt = this.backoff.retryAtTime;
+    return {
+      state: this.state(),
+      desiredReplicas: Math.max(this.spec.minReplicas, ready.length),
+      readyReplicas: ready.length,
+      replicas,
+      concurrency: ready.reduce((sum, r) => sum + r.inFlight, 0),
+      lastRequestAt: this.lastRequestAt === null ? null : new Date(this.lastRequestAt).toISOString(),
+      lastError: this.lastError,
+      retryAt: retryAt !== null && retryAt > Date.now() ? new Date(retryAt).toISOString() : null,
+      lastScaling: this.lastScaling,
+    };
+  }
+
+  private deletedError(): LumaError {
+    return new LumaError('service_deleted', `service "${this.name}" was deleted`, { details: { service: this.name } });
+  }
+
+  /** Waits for queued operations; used at shutdown and in tests. */
+  async idle(): Promise<void> {
+    await this.operations.onIdle();
+    if (this.pendingWake) await this.pendingWake.catch(() => undefined);
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Races a shared promise against one waiter's abort signal without cancelling the promise. */
+function abortable<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(
+      (value) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(value);
+      },
+      (error: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(error);
+      },
+    );
+  });
+}
