@@ -38,22 +38,26 @@ if [[ -z "$node_bin" ]]; then
 fi
 node_bin=$(readlink -f "$node_bin")
 
-# ldd prints "name => /path (addr)" for libraries and "/path (addr)" for the loader;
-# linux-vdso has no file and is skipped.
-mapfile -t libraries < <(ldd "$node_bin" | awk '
-  $2 == "=>" && $3 ~ /^\// { print $3; next }
-  $1 ~ /^\// { print $1 }
-')
-if [[ ${#libraries[@]} -eq 0 ]]; then
-  echo "build-image: ldd listed no libraries for $node_bin; a static node binary is not supported" >&2
+# ldd exits non-zero for a static binary, which then needs no libraries.
+ldd_output=$(ldd "$node_bin" 2>&1 || true)
+if grep -q 'not found' <<<"$ldd_output"; then
+  echo "build-image: $node_bin needs libraries that are missing on this host:" >&2
+  grep 'not found' <<<"$ldd_output" >&2
   exit 1
 fi
+
+# ldd prints "name => /path (addr)" for libraries and "/path (addr)" for the loader.
+# linux-vdso has no file and is skipped.
+mapfile -t libraries < <(awk '
+  $2 == "=>" && $3 ~ /^\// { print $3; next }
+  $1 ~ /^\// { print $1 }
+' <<<"$ldd_output")
 
 script_path=$(readlink -f "${BASH_SOURCE[0]}")
 build_hash=$(
   {
     sha256sum "$script_path" | cut -d' ' -f1
-    for file in "$node_bin" "${libraries[@]}"; do
+    for file in "$node_bin" ${libraries[@]+"${libraries[@]}"}; do
       stat -L -c '%n %s %Y' "$file"
     done
     (cd "$app_dir" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum)
@@ -66,7 +70,6 @@ exec 9>"$lock_file"
 flock 9
 
 current_hash=$(docker image inspect --format '{{ index .Config.Labels "dev.luma.build-hash" }}' "$tag" 2>/dev/null || true)
-previous_id=$(docker image inspect --format '{{ .Id }}' "$tag" 2>/dev/null || true)
 if [[ "$current_hash" == "$build_hash" ]]; then
   echo "build-image: $tag is up to date (build hash $build_hash)"
   exit 0
@@ -81,7 +84,7 @@ cp -L "$node_bin" "$rootfs/usr/local/bin/node"
 
 # Each library goes to the path ldd printed, dereferenced, so the loader path baked into the
 # binary (/lib64/ld-linux-x86-64.so.2 on x86_64) exists whatever the host's /lib layout is.
-for library in "${libraries[@]}"; do
+for library in ${libraries[@]+"${libraries[@]}"}; do
   mkdir -p "$rootfs$(dirname "$library")"
   cp -L "$library" "$rootfs$library"
 done
@@ -110,10 +113,8 @@ tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C "$rootfs" -c .
     --message "built by scripts/build-image.sh from $app_dir" \
     - "$tag" >/dev/null
 
-# The previous build lost its tag; remove it unless a container still uses it, and only when
-# this script made it.
-if [[ -n "$previous_id" && -n "$current_hash" ]]; then
-  docker image rm "$previous_id" >/dev/null 2>&1 || true
-fi
+# Earlier builds that lost their tag are removed once no container uses them. The label
+# filter limits this to images built by this script.
+docker image prune --force --filter label=dev.luma.build-hash >/dev/null 2>&1 || true
 
 echo "build-image: built $tag (build hash $build_hash)"

@@ -11,7 +11,7 @@
 # Debian's caddy package: on a host where systemd runs, installing it enables and starts
 # caddy.service, which serves /etc/caddy/Caddyfile (a welcome page on port 80) with the admin API
 # on 127.0.0.1:2019. Luma can use that Caddy, because the controller only adds its own server
-# (the -port listener) through the admin API and leaves other servers alone. setup.sh sees the
+# (the -port listener) through the admin API and leaves other servers alone. setup.sh finds the
 # admin API responding and does not start a second Caddy. Two caveats: `systemctl reload caddy`
 # or a restart loads the Caddyfile again and drops Luma's server until the controller writes it
 # back, and port 80 stays with the welcome page. Run `systemctl disable --now caddy` to let

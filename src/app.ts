@@ -50,6 +50,7 @@ export async function startLuma(settings: Settings, logger: Logger, env: NodeJS.
     instanceId,
     network: settings.network,
     dockerHost: settings.dockerHost,
+    containerLabels: settings.containerLabels,
   });
   const dockerVersion = await docker.connect();
   await docker.ensureNetwork();
@@ -152,6 +153,15 @@ export async function startLuma(settings: Settings, logger: Logger, env: NodeJS.
     defaults,
     drainTimeoutMs: settings.drainTimeoutMs,
     stopGracePeriodMs: settings.stopGracePeriodMs,
+    scaleThreshold: settings.scaleThreshold,
+    queuedRequests: (service) => wake.waiting(service),
+    // Knative's proportions: the panic window is a tenth of the stable window; the scale-down
+    // delay (here half the stable window) keeps a replica through short dips.
+    autoscaler: {
+      stableWindowMs: settings.scaleDownWindowMs,
+      panicWindowMs: Math.max(1_000, Math.round(settings.scaleDownWindowMs / 10)),
+      scaleDownDelayMs: Math.round(settings.scaleDownWindowMs / 2),
+    },
   });
   activity.start();
   await controller.start(specs);

@@ -27,6 +27,7 @@ export interface Settings {
   port: number;
   inactivityTimeoutMs: Millis;
   scaleThreshold: number;
+  scaleDownWindowMs: Millis;
   caddyAdmin: CaddyAdminEndpoint;
   dataDir: string;
   network: string;
@@ -117,6 +118,13 @@ export const SETTING_DEFINITIONS: { readonly [K in keyof Settings]: SettingDefin
     description:
       'Target concurrent requests per replica; more add replicas. A service can set its own as concurrency.',
   },
+  scaleDownWindowMs: {
+    flag: 'scale-down-window',
+    type: durationValue({ min: 6_000 }),
+    defaultValue: '60s',
+    description:
+      'Window over which average concurrency must stay low before replicas are removed (the stable window, as in Knative). Scale-up reacts within about 1s.',
+  },
   caddyAdmin: {
     flag: 'caddy-admin',
     type: checkedValue('url|path', parseCaddyAdmin, (endpoint) => (endpoint.kind === 'http' ? endpoint.url : endpoint.path)),
@@ -163,7 +171,7 @@ export const SETTING_DEFINITIONS: { readonly [K in keyof Settings]: SettingDefin
   upstreamMode: {
     flag: 'upstream-mode',
     type: enumValue(['admin', 'dns'] as const),
-    defaultValue: 'admin',
+    defaultValue: 'dns',
     description:
       "How Caddy learns replica addresses: admin writes them into Caddy's config through the admin API, dns lets Caddy resolve them from Luma's DNS server.",
   },

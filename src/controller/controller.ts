@@ -9,6 +9,8 @@ import { adoptContainers } from './adoption.js';
 import type { ContainerSnapshot, InFlightSource, ReadinessProbe, ReplicaRuntime, UpstreamPublisher } from './ports.js';
 import { ReplicaStarter } from './replica-starter.js';
 import { ServiceRuntime } from './service-runtime.js';
+import { Autoscaler, targetConcurrency } from '../scaler/autoscaler.js';
+import type { AutoscalerOptions } from '../scaler/options.js';
 
 /** Persistence of service specs (src/store implements this). */
 export interface SpecStore {
@@ -30,6 +32,11 @@ export interface ControllerOptions {
   reconcileIntervalMs?: number;
   /** Period of the idle check that scales services to zero. */
   idleCheckIntervalMs?: number;
+  /** Global target of concurrent requests per replica (`-scale-threshold`). */
+  scaleThreshold: number;
+  /** Requests held by the wake-up handler for a service; excluded from the scaling signal. */
+  queuedRequests?: (service: string) => number;
+  autoscaler?: AutoscalerOptions;
 }
 
 type ServiceView = { spec: ServiceSpec; status: ServiceStatus };
@@ -46,6 +53,7 @@ export class Controller implements ServiceBackend, ReplicaProvider {
   private readonly hostIndex = new Map<string, string>();
   private readonly writes = new PQueue({ concurrency: 1 });
   private readonly starter: ReplicaStarter;
+  private readonly autoscaler: Autoscaler;
   private readonly log: Logger;
   private timers: NodeJS.Timeout[] = [];
   private reconciling: Promise<void> | null = null;
@@ -54,6 +62,7 @@ export class Controller implements ServiceBackend, ReplicaProvider {
   constructor(private readonly options: ControllerOptions) {
     this.log = options.logger;
     this.starter = new ReplicaStarter(options.runtime, options.probe, options.logger.child({ component: 'starter' }));
+    this.autoscaler = new Autoscaler(options.autoscaler);
   }
 
   // ---- lifecycle ---------------------------------------------------------------------------
@@ -250,7 +259,10 @@ export class Controller implements ServiceBackend, ReplicaProvider {
     this.services.get(name)?.touch(entry.at.getTime());
   }
 
-  /** Marks services with requests in flight on Caddy as active. */
+  /**
+   * Takes one sample of Caddy's in-flight counts: services with requests in flight count as
+   * active, and each awake service's concurrency feeds the autoscaler.
+   */
   recordInFlight(counts: ReadonlyMap<string, number>): void {
     const now = Date.now();
     for (const runtime of this.services.values()) {
@@ -260,6 +272,31 @@ export class Controller implements ServiceBackend, ReplicaProvider {
           break;
         }
       }
+    }
+    if (!this.stopping) this.scale(performance.now());
+  }
+
+  /** Runs the autoscaler for every awake service and applies changed replica counts. */
+  private scale(at: number): void {
+    for (const runtime of this.services.values()) {
+      const ready = runtime.readyReplicas();
+      if (runtime.isDeleted || ready === 0) {
+        this.autoscaler.forget(runtime.name);
+        continue;
+      }
+      this.autoscaler.record(runtime.name, { at, concurrency: runtime.concurrency() });
+      const outcome = this.autoscaler.decide(runtime.name, {
+        at,
+        readyReplicas: ready,
+        minReplicas: runtime.spec.minReplicas,
+        maxReplicas: runtime.spec.maxReplicas,
+        target: targetConcurrency(runtime.spec, this.options.scaleThreshold),
+        queuedRequests: this.options.queuedRequests?.(runtime.name) ?? 0,
+      });
+      if (runtime.busy || outcome.desired === runtime.activeReplicas()) continue;
+      runtime.scaleTo(outcome.desired, outcome.reason).catch((error: unknown) => {
+        this.log.error({ err: error, service: runtime.name }, 'scale replicas failed');
+      });
     }
   }
 

@@ -21,7 +21,7 @@ export interface ContainerSnapshot {
 /** Docker operations on replicas (src/docker/DockerRuntime implements this). */
 export interface ReplicaRuntime {
   ensureImage(image: string, signal?: AbortSignal): Promise<void>;
-  createReplica(input: { spec: ServiceSpec; specHash: string }): Promise<{ id: string; name: string }>;
+  createReplica(input: { spec: ServiceSpec; specHash: string; stopGracePeriodMs?: number }): Promise<{ id: string; name: string }>;
   startReplica(id: string): Promise<{ ip: string }>;
   stopReplica(id: string, gracePeriodMs: number): Promise<void>;
   removeReplica(id: string): Promise<void>;

@@ -26,6 +26,7 @@ export class ReplicaStarter {
     spec: ServiceSpec;
     specHash: string;
     startupTimeoutMs: number;
+    stopGracePeriodMs: number;
     onCreated: (replica: Replica) => void;
     onAddress: (address: string) => void;
     exitOf: () => { exitCode: number | null } | undefined;
@@ -36,7 +37,7 @@ export class ReplicaStarter {
 
     await this.runtime.ensureImage(spec.image, options.signal);
 
-    const created = await this.runtime.createReplica({ spec, specHash: options.specHash });
+    const created = await this.runtime.createReplica({ spec, specHash: options.specHash, stopGracePeriodMs: options.stopGracePeriodMs });
     const log = this.logger.child({ replica: created.name });
     options.onCreated({
       id: created.id,

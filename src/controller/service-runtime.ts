@@ -53,6 +53,8 @@ export class ServiceRuntime {
   private lastRequestAt: number | null = null;
   private lastError: ServiceStatus['lastError'] = null;
   private lastScaling: ServiceStatus['lastScaling'] = null;
+  /** Replica count of the last scaling decision; null before the first one. */
+  private desired: number | null = null;
   private deleted = false;
   private publishing: Promise<void> | null = null;
   private publishAgain = false;
@@ -168,6 +170,7 @@ export class ServiceRuntime {
         spec,
         specHash,
         startupTimeoutMs: spec.startupTimeoutMs ?? this.options.defaults.startupTimeoutMs,
+        stopGracePeriodMs: this.options.stopGracePeriodMs,
         onCreated: (replica) => {
           record = { replica, leases: 0 };
           this.replicas.set(replica.id, record);
@@ -263,6 +266,59 @@ export class ServiceRuntime {
     });
   }
 
+  /** In-flight requests over the ready replicas: Caddy's counts plus wake-up replays. */
+  concurrency(): number {
+    let total = 0;
+    for (const record of this.replicas.values()) {
+      if (record.replica.state === 'ready') total += this.load(record);
+    }
+    return total;
+  }
+
+  /** Ready replicas plus replicas starting for this service. */
+  activeReplicas(): number {
+    return this.countActive() + (this.pendingWake ? 1 : 0);
+  }
+
+  readyReplicas(): number {
+    let count = 0;
+    for (const record of this.replicas.values()) if (record.replica.state === 'ready') count += 1;
+    return count;
+  }
+
+  /** True while a replica-set change is queued or running. */
+  get busy(): boolean {
+    return this.operations.size + this.operations.pending > 0 || this.pendingWake !== null;
+  }
+
+  /**
+   * Starts or drains replicas so that `desired` are ready or starting. Scale-down removes the
+   * least busy replicas first, after they left routing and finished their requests.
+   */
+  scaleTo(desired: number, reason: string): Promise<void> {
+    return this.operations.add(async () => {
+      if (this.deleted) return;
+      const target = Math.min(Math.max(desired, this.spec.minReplicas), this.spec.maxReplicas);
+      const active = this.countActive();
+      if (target === active) return;
+
+      this.desired = target;
+      this.lastScaling = { at: new Date().toISOString(), from: active, to: target, reason };
+      this.log.info({ from: active, to: target, reason }, 'scaling replicas');
+
+      if (target > active) {
+        if (this.backoff.remaining(Date.now()) > 0) return;
+        await Promise.allSettled(Array.from({ length: target - active }, () => this.startReplica('scale-up')));
+        return;
+      }
+
+      const ready = [...this.replicas.values()]
+        .filter((r) => r.replica.state === 'ready')
+        .sort((a, b) => this.load(a) - this.load(b));
+      await this.drainAndStop(ready.slice(0, active - target), 'scale-down');
+    });
+  }
+
   /** Scales to zero when idle for the inactivity timeout and nothing is in flight. */
   maybeSleep(now: number): Promise<void> | undefined {
     if (this.deleted || this.spec.minReplicas > 0) return undefined;
@@ -282,6 +338,7 @@ export class ServiceRuntime {
       if (idle.length === 0 || (this.lastRequestAt ?? 0) > idleSince) return;
       this.log.info({ replicas: idle.length, idleMs: now - idleSince }, 'service idle, scaling to zero');
       this.lastScaling = { at: new Date().toISOString(), from: idle.length, to: 0, reason: `no request for ${Math.round((now - idleSince) / 1000)}s` };
+      this.desired = null;
       await this.drainAndStop(idle, 'idle');
     });
   }
@@ -483,7 +540,7 @@ export class ServiceRuntime {
     const retryAt = this.backoff.retryAtTime;
     return {
       state: this.state(),
-      desiredReplicas: Math.max(this.spec.minReplicas, ready.length),
+      desiredReplicas: this.state() === 'sleeping' ? this.spec.minReplicas : Math.max(this.spec.minReplicas, this.desired ?? ready.length),
       readyReplicas: ready.length,
       replicas,
       concurrency: ready.reduce((sum, r) => sum + r.inFlight, 0),

@@ -49,7 +49,7 @@ export class DockerRuntime {
         await this.docker.ping();
         return this.docker.version();
       });
-      this.logger.info({ version: info.Version, apiVersion: info.ApiVersion }, 'docker engine connected');
+      this.logger.debug({ version: info.Version, apiVersion: info.ApiVersion }, 'docker engine connected');
       return { version: info.Version, apiVersion: info.ApiVersion };
     } catch (error) {
       const detail = error instanceof LumaError ? error.message : dockerMessage(error);
@@ -109,7 +109,7 @@ export class DockerRuntime {
       const container = await this.operations.run('container create', (signal) =>
         this.docker.createContainer({ ...options, abortSignal: signal }),
       );
-      this.logger.info({ service: input.spec.name, container: name, id: container.id }, 'replica container created');
+      this.logger.debug({ service: input.spec.name, container: name, id: container.id }, 'replica container created');
       return { id: container.id, name };
     } catch (error) {
       const details = { service: input.spec.name, image: input.spec.image, statusCode: dockerStatus(error) };
@@ -145,7 +145,7 @@ export class DockerRuntime {
       });
     }
     if (summary.ip === null) {
-      throw new LumaError('docker_unavailable', `replica ${id} runs but has no address on network ${this.network}`, {
+      throw new LumaError('docker_unavailable', `replica ${id} is running but has no IP address on network ${this.network}`, {
         details: { id, network: this.network },
       });
     }

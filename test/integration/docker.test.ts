@@ -5,6 +5,7 @@
  */
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { connect as connectSocket, createServer as createTcpServer, type AddressInfo, type Socket } from 'node:net';
 import { promisify } from 'node:util';
 import Dockerode from 'dockerode';
 import { request } from 'undici';
@@ -141,7 +142,8 @@ describe('DockerRuntime', () => {
 
     expect(name).toMatch(/^luma-settings-[0-9a-f]{8}$/);
     expect(info.Name).toBe(`/${name}`);
-    expect(info.Config.Labels).toEqual({
+    // Labels of the image (here dev.luma.build-hash) are inherited, so only ours are compared.
+    expect(info.Config.Labels).toMatchObject({
       ...testLabels(),
       [LABELS.instance]: INSTANCE_ID,
       [LABELS.service]: 'settings',
@@ -167,6 +169,14 @@ describe('DockerRuntime', () => {
       .createReplica({ spec: spec('noimage', { image: `luma-missing-${SUFFIX}:latest` }), specHash: 'h' })
       .catch((caught: unknown) => caught);
     expect(isLumaError(error, 'image_not_found')).toBe(true);
+  });
+
+  it('createReplica rejects tiny memory limit', async () => {
+    const error = await runtime
+      .createReplica({ spec: spec('tinymemory', { resources: { memoryBytes: 4 * 1024 * 1024 } }), specHash: 'h' })
+      .catch((caught: unknown) => caught);
+    expect(isLumaError(error, 'replica_exited')).toBe(true);
+    expect((error as Error).message).toContain('Minimum memory limit');
   });
 
   it('replica starts, answers and stops fast', async () => {
@@ -290,6 +300,49 @@ describe('DockerRuntime', () => {
     }
   });
 
+  it('events reconnect after connection loss', async () => {
+    // A TCP proxy to the engine's socket, whose connections the test cuts to simulate a restart.
+    const proxied = new Set<Socket>();
+    const proxy = createTcpServer((client) => {
+      const engine = connectSocket('/var/run/docker.sock');
+      for (const socket of [client, engine]) {
+        proxied.add(socket);
+        socket.on('close', () => proxied.delete(socket));
+        socket.on('error', () => undefined);
+      }
+      client.pipe(engine).pipe(client);
+      client.on('close', () => engine.destroy());
+      engine.on('close', () => client.destroy());
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+    const viaProxy = new DockerRuntime({
+      logger: silentLogger(),
+      instanceId: INSTANCE_ID,
+      network: NETWORK,
+      dockerHost: `tcp://127.0.0.1:${(proxy.address() as AddressInfo).port}`,
+    });
+
+    const events: ReplicaEvent[] = [];
+    const subscription = viaProxy.watchEvents((event) => events.push(event));
+    const count = (kind: string) => events.filter((event) => event.kind === kind).length;
+    try {
+      await waitFor('first connection', () => (count('connected') === 1 ? true : undefined), 10_000, 20);
+      for (const socket of proxied) socket.destroy();
+      await waitFor('disconnect', () => (count('disconnected') === 1 ? true : undefined), 10_000, 20);
+      await waitFor('reconnection', () => (count('connected') === 2 ? true : undefined), 10_000, 20);
+
+      const { id } = await startReplica(spec('reconnected'));
+      await waitFor('start event after reconnection', () => events.find((event) => event.kind === 'start' && event.id === id), 10_000, 20);
+      await runtime.removeReplica(id);
+
+      expect(events.map((event) => event.kind).slice(0, 3)).toEqual(['connected', 'disconnected', 'connected']);
+    } finally {
+      subscription.close();
+      for (const socket of proxied) socket.destroy();
+      await new Promise((resolve) => proxy.close(resolve));
+    }
+  });
+
   it('tailLogs returns crash output', async () => {
     const { id } = await startReplica(spec('crashing', { env: { CRASH_ON_BOOT: '3' } }));
     await waitFor('crashed replica', async () => ((await runtime.inspectReplica(id))?.running === false ? true : undefined), 10_000, 50);
@@ -310,8 +363,14 @@ describe('DockerRuntime', () => {
   });
 });
 
+interface ReadinessCase {
+  name: string;
+  env: Record<string, string>;
+  healthCheck?: { path: string; timeoutMs: number };
+}
+
 describe('readiness against containers', () => {
-  it.each([
+  it.each<ReadinessCase & { timeoutMs: number; minMs: number }>([
     { name: 'immediate', env: {}, timeoutMs: 10_000, minMs: 0 },
     { name: 'slow boot', env: { BOOT_DELAY_MS: '600' }, timeoutMs: 10_000, minMs: 600 },
     { name: '503 then ready', env: { FAIL_UNTIL_MS: '500' }, timeoutMs: 10_000, minMs: 500 },
@@ -328,7 +387,7 @@ describe('readiness against containers', () => {
     await runtime.removeReplica(id);
   });
 
-  it.each([
+  it.each<ReadinessCase & { code: LumaError['code']; message: string }>([
     { name: 'never answers', env: { NEVER_ANSWER: '1' }, code: 'startup_timeout', message: 'no response within' },
     { name: 'no listener', env: { NO_LISTEN: '1' }, code: 'startup_timeout', message: 'ECONNREFUSED' },
     { name: 'health path 404', env: {}, healthCheck: { path: '/status/404', timeoutMs: 500 }, code: 'startup_timeout', message: 'last: status 404' },
@@ -342,7 +401,7 @@ describe('readiness against containers', () => {
       (await probeUntilReady({ address: address ?? '', timeoutMs: 1500, healthCheck, hasExited: exitOf(id) }).catch((caught: unknown) => caught));
     const elapsedMs = Date.now() - startedAt;
 
-    expect(isLumaError(error, code as LumaError['code'])).toBe(true);
+    expect(isLumaError(error, code)).toBe(true);
     expect((error as Error).message).toContain(message);
     if (code === 'replica_exited') {
       expect((error as LumaError).details.exitCode).toBe(4);
