@@ -74,7 +74,7 @@ export type ReplicaState = 'starting' | 'ready' | 'draining' | 'stopping' | 'fai
  * | sleeping | no replica; the route points at the wake-up handler              |
  * | starting | a replica is booting and none is ready                           |
  * | ready    | at least one replica is ready                                    |
- * | failed   | the last start failed; new wakes wait for the backoff to expire  |
+ * | failed   | the last start failed; the next wake retries after the backoff   |
  */
 export type ServiceState = 'sleeping' | 'starting' | 'ready' | 'failed';
 

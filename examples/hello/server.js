@@ -17,6 +17,11 @@ function describeUptime(seconds) {
 }
 
 const server = createServer((req, res) => {
+  // Luma's readiness probe is not a user request, so it does not count.
+  if (req.headers['user-agent'] === 'luma-readiness-probe') {
+    res.end('ok\n');
+    return;
+  }
   requests += 1;
   const uptimeSeconds = process.uptime();
   const reply = {

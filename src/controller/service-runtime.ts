@@ -521,7 +521,7 @@ export class ServiceRuntime {
     const records = [...this.replicas.values()];
     if (records.some((r) => r.replica.state === 'ready')) return 'ready';
     if (this.pendingWake || this.starting > 0 || records.some((r) => r.replica.state === 'starting')) return 'starting';
-    if (this.lastError && this.backoff.remaining(Date.now()) > 0) return 'failed';
+    if (this.lastError) return 'failed';
     return 'sleeping';
   }
 
