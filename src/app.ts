@@ -17,6 +17,7 @@ import { loadOrCreateApiToken, loadOrCreateInstanceId } from './store/identity.j
 import { ServiceStore } from './store/service-store.js';
 import { AdminUpstreamPublisher } from './upstreams/admin-mode.js';
 import { WakeHandler } from './wake/handler.js';
+import { createMetrics } from './metrics.js';
 import { DnsServer } from './dns/server.js';
 import { DnsUpstreamPublisher } from './upstreams/dns-mode.js';
 
@@ -103,7 +104,14 @@ export async function startLuma(settings: Settings, logger: Logger, env: NodeJS.
     update: (name, spec) => requireController().update(name, spec),
     delete: (name) => requireController().delete(name),
   };
-  const api = createApiApp({ backend: backendProxy, defaults, token: apiToken.token, logger });
+  const metrics = createMetrics({ backend: backendProxy, wakeStats: () => wake.stats() });
+  const api = createApiApp({
+    backend: backendProxy,
+    defaults,
+    token: apiToken.token,
+    logger,
+    metrics: async () => ({ contentType: metrics.contentType, body: await metrics.metrics() }),
+  });
   const apiServer = await listenApi(api, settings);
   const apiAddress = describeServerAddress(apiServer, settings);
 

@@ -28,6 +28,8 @@ export interface ApiAppOptions {
   maxBodyBytes?: number;
   /** Clock for createdAt and updatedAt. */
   now?: () => Date;
+  /** Prometheus text exposition for `GET /api/metrics`; the route is absent when unset. */
+  metrics?: () => Promise<{ contentType: string; body: string }>;
 }
 
 export type ApiApp = Hono<{ Bindings: ApiBindings }>;
@@ -80,6 +82,16 @@ export function createApiApp(options: ApiAppOptions): ApiApp {
   });
   // In Hono 4, `/api/services/*` also matches `/api/services` itself.
   app.use('/api/services/*', authenticate);
+
+  const metrics = options.metrics;
+  if (metrics !== undefined) {
+    app.use('/api/metrics', authenticate);
+    app.get('/api/metrics', async (c) => {
+      const { contentType, body } = await metrics();
+      return c.body(body, 200, { 'Content-Type': contentType });
+    });
+    app.all('/api/metrics', rejectMethod('GET, HEAD'));
+  }
 
   const limitBody = bodyLimit({
     maxSize: maxBodyBytes,

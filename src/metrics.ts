@@ -1,0 +1,75 @@
+import { Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import type { ServiceBackend } from './api/backend.js';
+import type { WakeStats } from './wake/handler.js';
+
+/**
+ * Prometheus metrics of the controller, served at `GET /api/metrics`. Every value is read from
+ * the controller and the wake-up handler when scraped, so nothing on the request path updates
+ * a metric.
+ */
+export function createMetrics(sources: { backend: ServiceBackend; wakeStats: () => WakeStats }): Registry {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'luma_process_' });
+
+  new Gauge({
+    name: 'luma_services',
+    help: 'Registered services by state (sleeping, starting, ready, failed).',
+    labelNames: ['state'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const { status } of sources.backend.list()) this.inc({ state: status.state });
+    },
+  });
+
+  new Gauge({
+    name: 'luma_replicas',
+    help: 'Replicas by service and state (starting, ready, draining, stopping).',
+    labelNames: ['service', 'state'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const { spec, status } of sources.backend.list()) {
+        for (const replica of status.replicas) this.inc({ service: spec.name, state: replica.state });
+      }
+    },
+  });
+
+  new Gauge({
+    name: 'luma_service_concurrency',
+    help: 'Requests in flight on the ready replicas of a service, from Caddy and the wake-up handler.',
+    labelNames: ['service'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const { spec, status } of sources.backend.list()) this.set({ service: spec.name }, status.concurrency);
+    },
+  });
+
+  new Gauge({
+    name: 'luma_wake_waiting_requests',
+    help: 'Requests held by the wake-up handler until a replica of their service is ready.',
+    labelNames: ['service'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const [service, waiting] of Object.entries(sources.wakeStats().waitingByService)) this.set({ service }, waiting);
+    },
+  });
+
+  new Gauge({
+    name: 'luma_wake_requests',
+    help: 'Requests seen by the wake-up handler since start, by outcome (replayed, retried, failed, rejected_queue_full).',
+    labelNames: ['outcome'],
+    registers: [registry],
+    collect() {
+      const stats = sources.wakeStats();
+      this.set({ outcome: 'replayed' }, stats.replayed);
+      this.set({ outcome: 'retried' }, stats.retried);
+      this.set({ outcome: 'failed' }, stats.failed);
+      this.set({ outcome: 'rejected_queue_full' }, stats.rejectedQueueFull);
+    },
+  });
+
+  return registry;
+}
