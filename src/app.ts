@@ -163,8 +163,8 @@ export async function startLuma(settings: Settings, logger: Logger, env: NodeJS.
     stopGracePeriodMs: settings.stopGracePeriodMs,
     scaleThreshold: settings.scaleThreshold,
     queuedRequests: (service) => wake.waiting(service),
-    // Knative's proportions: the panic window is a tenth of the stable window; the scale-down
-    // delay (here half the stable window) keeps a replica through short dips.
+    // Knative's proportions: the panic window is a tenth of the stable window. The scale-down
+    // delay, half the stable window here, keeps a replica through short dips.
     autoscaler: {
       stableWindowMs: settings.scaleDownWindowMs,
       panicWindowMs: Math.max(1_000, Math.round(settings.scaleDownWindowMs / 10)),

@@ -2,13 +2,13 @@ import type { Logger } from '../log.js';
 import type { ContainerSnapshot, ReadinessProbe, ReplicaRuntime } from './ports.js';
 import type { ServiceRuntime } from './service-runtime.js';
 
-/** Time an adopted container has to answer HTTP before it is replaced. */
+/** Time an adopted container has to respond over HTTP before it is replaced. */
 const ADOPTION_PROBE_TIMEOUT_MS = 3_000;
 
 /**
  * Takes over the containers a previous run of this instance left behind. Running containers of
- * known services that answer HTTP become ready replicas; containers of unknown services, stopped
- * containers (including ones half-created by a crash) and containers that do not answer are
+ * known services that respond over HTTP become ready replicas; containers of unknown services, stopped
+ * containers (including ones half-created by a crash) and containers that do not respond are
  * removed. Services with replicas from an older spec then replace them.
  */
 export async function adoptContainers(options: {

@@ -352,7 +352,10 @@ export class Controller implements ServiceBackend, ReplicaProvider {
       });
     }
 
-    for (const runtime of this.services.values()) this.ensureMinimum(runtime);
+    for (const runtime of this.services.values()) {
+      this.ensureMinimum(runtime);
+      if (runtime.routeStale) runtime.schedulePublish().catch(() => undefined);
+    }
   }
 
   /** Rewrites every route, for start-up and after Caddy restarted without Luma's config. */

@@ -30,7 +30,7 @@ export interface ReplicaRuntime {
   tailLogs(id: string, lines: number): Promise<string[]>;
 }
 
-/** Waits until a started replica answers HTTP; rejects with `replica_exited` or `startup_timeout`. */
+/** Waits until a started replica responds over HTTP. Rejects with `replica_exited` or `startup_timeout`. */
 export type ReadinessProbe = (options: {
   address: string;
   healthCheck?: HealthCheck;
@@ -46,7 +46,7 @@ export interface UpstreamPublisher {
    * longer pick a replica that was left out, so draining may start.
    */
   publish(spec: ServiceSpec, replicas: Replica[]): Promise<void>;
-  /** Removes the service's route; Caddy then answers 404 for it. */
+  /** Removes the service's route, so Caddy responds 404 for it. */
   unpublish(service: string): Promise<void>;
   /** Rewrites every route from scratch, for start-up and after Caddy lost its config. */
   publishAll(entries: Array<{ spec: ServiceSpec; replicas: Replica[] }>): Promise<void>;

@@ -8,7 +8,7 @@ const LOG_TAIL_LINES = 20;
 
 /**
  * Boots one replica: makes sure the image exists (pulling it if needed), creates and starts the
- * container, and waits until it answers HTTP. On failure the container is removed and the error
+ * container, and waits until its app responds over HTTP. On failure the container is removed and the error
  * carries the exit code and the tail of its output.
  */
 export class ReplicaStarter {

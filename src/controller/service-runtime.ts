@@ -8,17 +8,9 @@ import { StartBackoff } from './backoff.js';
 import type { InFlightSource, ReplicaRuntime, UpstreamPublisher } from './ports.js';
 import type { ReplicaStarter } from './replica-starter.js';
 import { replicaSpecHash } from './spec-hash.js';
-
-/** Why a replica leaves routing. `idle` drains can be cancelled by a new request. */
-export type DrainReason = 'idle' | 'scale-down' | 'replace' | 'delete';
-
-interface ReplicaRecord {
-  replica: Replica;
-  /** Requests replayed by the wake-up handler and still open. */
-  leases: number;
-  exit?: { exitCode: number | null };
-  drainReason?: DrainReason;
-}
+import { abortable } from './async.js';
+import { drainReplica } from './drain.js';
+import { ReplicaTable, type DrainReason, type ReplicaRecord } from './replica-table.js';
 
 export interface ServiceRuntimeOptions {
   spec: ServiceSpec;
@@ -32,20 +24,17 @@ export interface ServiceRuntimeOptions {
   stopGracePeriodMs: number;
 }
 
-/** Poll interval while waiting for a draining replica's requests to finish. */
-const DRAIN_POLL_MS = 200;
-
 /**
  * Desired and observed state of one service, and the transitions between them.
  *
- * A wake (`acquire`) starts at most one replica at a time (single-flight); every other change of
- * the replica set (minimum floor, scale to zero, replacement, delete) runs through `operations`,
- * one at a time. Replicas leave routing before they are drained and stopped.
+ * A wake (`acquire`) starts at most one replica at a time (single-flight). Every other change of
+ * the replica set (minimum floor, scaling, scale to zero, replacement, delete) runs through
+ * `operations`, one at a time. Replicas leave routing before they are drained and stopped.
  */
 export class ServiceRuntime {
   spec: ServiceSpec;
   private specHash: string;
-  private readonly replicas = new Map<string, ReplicaRecord>();
+  private readonly replicas: ReplicaTable;
   private readonly operations = new PQueue({ concurrency: 1 });
   private readonly backoff = new StartBackoff();
   private pendingWake: Promise<ReplicaRecord> | null = null;
@@ -58,11 +47,14 @@ export class ServiceRuntime {
   private deleted = false;
   private publishing: Promise<void> | null = null;
   private publishAgain = false;
+  /** Set when the last publish failed; the reconcile scan publishes again. */
+  routeStale = false;
   private readonly log: Logger;
 
   constructor(private readonly options: ServiceRuntimeOptions) {
     this.spec = options.spec;
     this.specHash = replicaSpecHash(options.spec);
+    this.replicas = new ReplicaTable(options.inFlight);
     this.log = options.logger;
   }
 
@@ -81,7 +73,7 @@ export class ServiceRuntime {
     this.touch();
     if (this.deleted) throw this.deletedError();
 
-    const ready = this.pickReady();
+    const ready = this.replicas.leastLoadedReady();
     if (ready) return this.lease(ready);
 
     const revived = this.reviveIdleDrain();
@@ -105,7 +97,7 @@ export class ServiceRuntime {
     if (this.deleted) throw this.deletedError();
 
     // The replica that just started may already be taken by a drain; take any ready one.
-    return this.lease(this.pickReady() ?? record);
+    return this.lease(this.replicas.leastLoadedReady() ?? record);
   }
 
   private lease(record: ReplicaRecord): ReplicaLease {
@@ -123,19 +115,10 @@ export class ServiceRuntime {
     };
   }
 
-  private pickReady(): ReplicaRecord | undefined {
-    let best: ReplicaRecord | undefined;
-    for (const record of this.replicas.values()) {
-      if (record.replica.state !== 'ready') continue;
-      if (best === undefined || this.load(record) < this.load(best)) best = record;
-    }
-    return best;
-  }
-
-  /** A replica draining because the service went idle is put back into service. */
+  /** Puts a replica that drains because the service went idle back into service. */
   private reviveIdleDrain(): ReplicaRecord | undefined {
-    for (const record of this.replicas.values()) {
-      if (record.replica.state === 'draining' && record.drainReason === 'idle') {
+    for (const record of this.replicas.inState('draining')) {
+      if (record.drainReason === 'idle') {
         record.replica.state = 'ready';
         record.drainReason = undefined;
         this.log.info({ replica: record.replica.name }, 'replica revived from idle drain');
@@ -144,11 +127,6 @@ export class ServiceRuntime {
       }
     }
     return undefined;
-  }
-
-  private load(record: ReplicaRecord): number {
-    const address = record.replica.address;
-    return record.leases + (address ? this.options.inFlight.inFlight(address) : 0);
   }
 
   /** Records activity; called for every request seen by Caddy's access log or the wake-up handler. */
@@ -173,7 +151,7 @@ export class ServiceRuntime {
         stopGracePeriodMs: this.options.stopGracePeriodMs,
         onCreated: (replica) => {
           record = { replica, leases: 0 };
-          this.replicas.set(replica.id, record);
+          this.replicas.add(record);
         },
         onAddress: (address) => {
           if (record) record.replica.address = address;
@@ -223,7 +201,7 @@ export class ServiceRuntime {
 
   /** Replicas that Caddy may pick. */
   routableReplicas(): Replica[] {
-    return [...this.replicas.values()].filter((r) => r.replica.state === 'ready').map((r) => r.replica);
+    return this.replicas.inState('ready').map((r) => r.replica);
   }
 
   /**
@@ -242,11 +220,13 @@ export class ServiceRuntime {
           if (this.deleted) return;
           await this.options.publisher.publish(this.spec, this.routableReplicas());
         } while (this.publishAgain);
+        this.routeStale = false;
       } finally {
         this.publishing = null;
       }
     })();
     this.publishing.catch((error: unknown) => {
+      this.routeStale = true;
       this.log.error({ err: error }, 'publish route failed; reconcile retries');
     });
     return this.publishing;
@@ -258,7 +238,7 @@ export class ServiceRuntime {
   ensureMinimum(): Promise<void> {
     return this.operations.add(async () => {
       if (this.deleted || this.backoff.remaining(Date.now()) > 0) return;
-      const active = this.countActive() + (this.pendingWake ? 1 : 0);
+      const active = this.activeReplicas();
       const missing = this.spec.minReplicas - active;
       if (missing <= 0) return;
       this.log.info({ missing, minReplicas: this.spec.minReplicas }, 'starting replicas for minimum');
@@ -268,22 +248,16 @@ export class ServiceRuntime {
 
   /** In-flight requests over the ready replicas: Caddy's counts plus wake-up replays. */
   concurrency(): number {
-    let total = 0;
-    for (const record of this.replicas.values()) {
-      if (record.replica.state === 'ready') total += this.load(record);
-    }
-    return total;
+    return this.replicas.concurrency();
   }
 
   /** Ready replicas plus replicas starting for this service. */
   activeReplicas(): number {
-    return this.countActive() + (this.pendingWake ? 1 : 0);
+    return this.replicas.countActive() + (this.pendingWake ? 1 : 0);
   }
 
   readyReplicas(): number {
-    let count = 0;
-    for (const record of this.replicas.values()) if (record.replica.state === 'ready') count += 1;
-    return count;
+    return this.replicas.inState('ready').length;
   }
 
   /** True while a replica-set change is queued or running. */
@@ -299,7 +273,7 @@ export class ServiceRuntime {
     return this.operations.add(async () => {
       if (this.deleted) return;
       const target = Math.min(Math.max(desired, this.spec.minReplicas), this.spec.maxReplicas);
-      const active = this.countActive();
+      const active = this.replicas.countActive();
       if (target === active) return;
 
       this.desired = target;
@@ -312,9 +286,9 @@ export class ServiceRuntime {
         return;
       }
 
-      const ready = [...this.replicas.values()]
-        .filter((r) => r.replica.state === 'ready')
-        .sort((a, b) => this.load(a) - this.load(b));
+      const ready = this.replicas
+        .inState('ready')
+        .sort((a, b) => this.replicas.load(a) - this.replicas.load(b));
       await this.drainAndStop(ready.slice(0, active - target), 'scale-down');
     });
   }
@@ -323,9 +297,9 @@ export class ServiceRuntime {
   maybeSleep(now: number): Promise<void> | undefined {
     if (this.deleted || this.spec.minReplicas > 0) return undefined;
     if (this.pendingWake || this.starting > 0 || this.operations.size + this.operations.pending > 0) return undefined;
-    const ready = [...this.replicas.values()].filter((r) => r.replica.state === 'ready');
+    const ready = this.replicas.inState('ready');
     if (ready.length === 0) return undefined;
-    if (ready.some((r) => this.load(r) > 0)) {
+    if (ready.some((r) => this.replicas.load(r) > 0)) {
       this.touch(now);
       return undefined;
     }
@@ -334,7 +308,7 @@ export class ServiceRuntime {
     if (now - idleSince < timeout) return undefined;
 
     return this.operations.add(async () => {
-      const idle = [...this.replicas.values()].filter((r) => r.replica.state === 'ready');
+      const idle = this.replicas.inState('ready');
       if (idle.length === 0 || (this.lastRequestAt ?? 0) > idleSince) return;
       this.log.info({ replicas: idle.length, idleMs: now - idleSince }, 'service idle, scaling to zero');
       this.lastScaling = { at: new Date().toISOString(), from: idle.length, to: 0, reason: `no request for ${Math.round((now - idleSince) / 1000)}s` };
@@ -363,9 +337,7 @@ export class ServiceRuntime {
   /** Starts replicas of the current spec, then drains those of older specs (no gap in service). */
   private async replaceOutdated(): Promise<void> {
     const spec = this.spec;
-    const outdated = [...this.replicas.values()].filter(
-      (r) => r.replica.specHash !== this.specHash && (r.replica.state === 'ready' || r.replica.state === 'starting'),
-    );
+    const outdated = this.replicas.inState('ready', 'starting').filter((r) => r.replica.specHash !== this.specHash);
     if (outdated.length === 0) return;
     const readyOutdated = outdated.filter((r) => r.replica.state === 'ready').length;
     const wanted = Math.max(readyOutdated, spec.minReplicas);
@@ -384,7 +356,7 @@ export class ServiceRuntime {
   delete(): Promise<void> {
     this.deleted = true;
     return this.operations.add(async () => {
-      const records = [...this.replicas.values()];
+      const records = this.replicas.all();
       await this.drainAndStop(records, 'delete', () => this.options.publisher.unpublish(this.name));
     });
   }
@@ -405,72 +377,39 @@ export class ServiceRuntime {
     // Draining addresses stay known to Caddy first, so their in-flight counts survive the
     // route change that takes them out of rotation.
     try {
-      await this.options.publisher.setDraining(this.name, this.drainingAddresses());
+      await this.options.publisher.setDraining(this.name, this.replicas.drainingAddresses());
       await reroute();
     } catch (error) {
       this.log.warn({ err: error }, 'route update before drain failed; draining anyway');
     }
 
-    await Promise.all(records.map((record) => this.drainOne(record, reason)));
-  }
-
-  private async drainOne(record: ReplicaRecord, reason: DrainReason): Promise<void> {
-    const deadline = Date.now() + this.options.drainTimeoutMs;
-    const log = this.log.child({ replica: record.replica.name });
-
-    await this.options.inFlight.nextSample();
-    while (Date.now() < deadline) {
-      if (record.replica.state !== 'draining') return; // revived by a new request
-      if (this.load(record) === 0) break;
-      await sleep(DRAIN_POLL_MS);
-      await this.options.inFlight.nextSample();
-    }
-    if (record.replica.state !== 'draining') return;
-
-    const cut = this.load(record);
-    if (cut > 0) log.warn({ requestsCut: cut, drainTimeoutMs: this.options.drainTimeoutMs }, 'drain timed out, stopping replica anyway');
-    record.replica.state = 'stopping';
-    await this.stopRecord(record, log, reason);
-  }
-
-  private async stopRecord(record: ReplicaRecord, log: Logger, reason: string): Promise<void> {
-    try {
-      await this.options.runtime.stopReplica(record.replica.id, this.options.stopGracePeriodMs);
-      await this.options.runtime.removeReplica(record.replica.id);
-      log.info({ reason }, 'replica stopped');
-    } catch (error) {
-      log.error({ err: error }, 'stop replica failed; reconcile retries');
-    } finally {
-      this.replicas.delete(record.replica.id);
-      await this.options.publisher.setDraining(this.name, this.drainingAddresses()).catch(() => undefined);
-    }
-  }
-
-  private drainingAddresses(): string[] {
-    return [...this.replicas.values()]
-      .filter((r) => r.replica.state === 'draining' || r.replica.state === 'stopping')
-      .map((r) => r.replica.address)
-      .filter((a): a is string => Boolean(a));
+    await Promise.all(
+      records.map((record) =>
+        drainReplica({
+          record,
+          reason,
+          table: this.replicas,
+          inFlight: this.options.inFlight,
+          runtime: this.options.runtime,
+          drainTimeoutMs: this.options.drainTimeoutMs,
+          stopGracePeriodMs: this.options.stopGracePeriodMs,
+          logger: this.log,
+          onRemoved: () => this.options.publisher.setDraining(this.name, this.replicas.drainingAddresses()),
+        }),
+      ),
+    );
   }
 
   /** Addresses of this service's replicas that are draining. */
   draining(): string[] {
-    return this.drainingAddresses();
-  }
-
-  private countActive(): number {
-    let count = 0;
-    for (const record of this.replicas.values()) {
-      if (record.replica.state === 'ready' || record.replica.state === 'starting') count += 1;
-    }
-    return count;
+    return this.replicas.drainingAddresses();
   }
 
   // ---- observed state from Docker ------------------------------------------------------------
 
   /** Adopts a running container found at start-up or by a reconcile scan. */
   adopt(replica: Replica): void {
-    this.replicas.set(replica.id, { replica, leases: 0 });
+    this.replicas.add({ replica, leases: 0 });
     // The inactivity timeout restarts for adopted replicas: their last request is not known.
     this.touch();
   }
@@ -512,21 +451,20 @@ export class ServiceRuntime {
   }
 
   knownReplicaIds(): string[] {
-    return [...this.replicas.keys()];
+    return this.replicas.ids();
   }
 
   // ---- views -------------------------------------------------------------------------------
 
   state(): ServiceState {
-    const records = [...this.replicas.values()];
-    if (records.some((r) => r.replica.state === 'ready')) return 'ready';
-    if (this.pendingWake || this.starting > 0 || records.some((r) => r.replica.state === 'starting')) return 'starting';
+    if (this.replicas.inState('ready').length > 0) return 'ready';
+    if (this.pendingWake || this.starting > 0 || this.replicas.inState('starting').length > 0) return 'starting';
     if (this.lastError) return 'failed';
     return 'sleeping';
   }
 
   status(): ServiceStatus {
-    const replicas: ReplicaView[] = [...this.replicas.values()].map((record) => ({
+    const replicas: ReplicaView[] = this.replicas.all().map((record) => ({
       id: record.replica.id,
       name: record.replica.name,
       state: record.replica.state,
@@ -534,7 +472,7 @@ export class ServiceRuntime {
       generation: record.replica.generation,
       createdAt: record.replica.createdAt,
       readyAt: record.replica.readyAt ?? null,
-      inFlight: this.load(record),
+      inFlight: this.replicas.load(record),
     }));
     const ready = replicas.filter((r) => r.state === 'ready');
     const retryAt = this.backoff.retryAtTime;
@@ -562,25 +500,3 @@ export class ServiceRuntime {
   }
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-/** Races a shared promise against one waiter's abort signal without cancelling the promise. */
-function abortable<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(signal.reason);
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(signal.reason);
-    signal.addEventListener('abort', onAbort, { once: true });
-    promise.then(
-      (value) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(value);
-      },
-      (error: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(error);
-      },
-    );
-  });
-}

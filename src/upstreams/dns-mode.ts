@@ -13,9 +13,9 @@ import { serviceRoute, type RouteWriter } from './admin-mode.js';
  * config. Routes are written only when a service is created, updated or deleted, and when Caddy
  * lost its config.
  *
- * Trade-off: warm traffic depends on the controller. Caddy 2.6.2 keeps using a cached SRV answer
- * for one refresh interval; after that, while the DNS server is down, every request to a service
- * gets 503 until the controller is back. Caddy 2.8 and later can keep a stale answer longer with
+ * Trade-off: warm traffic depends on the controller. Caddy 2.6.2 keeps using a cached SRV response
+ * for one refresh interval. After that, every request to a service gets 503 until the
+ * controller's DNS server is back. Caddy 2.8 and later can keep a stale answer longer with
  * `grace_period`.
  */
 export class DnsUpstreamPublisher implements UpstreamPublisher {

@@ -65,6 +65,32 @@ describe('restarts', () => {
     await waitFor('orphan removed', async () => ((await luma.containers({ service: 'orphan' })).length === 0 ? true : undefined), 20_000);
   });
 
+  it('leaves containers of another instance alone', async () => {
+    const other = await startLuma({ caddyAdminUrl: caddy.adminUrl });
+    try {
+      await createService(other, { name: 'shared-name', image: TEST_IMAGE, minReplicas: 1 });
+      await createService(luma, { name: 'shared-name', image: TEST_IMAGE });
+      const [otherContainer] = await waitFor('other instance replica', async () => {
+        const ids = await other.containers({ service: 'shared-name', running: true });
+        return ids.length === 1 ? ids : undefined;
+      }, 30_000);
+      await containerIdOf('shared-name');
+
+      // A restart adopts and sweeps only containers labelled with this instance's id.
+      await luma.kill();
+      luma = await startLuma({ ...luma.options });
+      await luma.containers();
+      await getService(luma, 'shared-name');
+      expect(await other.containers({ service: 'shared-name', running: true })).toEqual([otherContainer]);
+
+      const response = await fetch(`${other.url}/shared-name/`);
+      expect(response.status).toBe(200);
+      expect(((await response.json()) as { containerId: string }).containerId).toBe(otherContainer!.slice(0, 12));
+    } finally {
+      await other.destroy();
+    }
+  });
+
   it('rebuilds routes after caddy restarts empty', async () => {
     await createService(luma, { name: 'rerouted', image: TEST_IMAGE });
     const before = await containerIdOf('rerouted');

@@ -34,7 +34,9 @@ describe('parseSettings', () => {
     expect(settings.apiAddress).toEqual({ kind: 'tcp', host: '127.0.0.1', port: 8081 });
     expect(settings.wakeAddress).toEqual({ kind: 'tcp', host: '127.0.0.1', port: 8082 });
     expect(settings.dnsAddress).toEqual({ kind: 'tcp', host: '127.0.0.1', port: 8053 });
-    expect(settings.upstreamMode).toBe('admin');
+    expect(settings.upstreamMode).toBe('dns');
+    expect(settings.dnsRefreshMs).toBe(1_000);
+    expect(settings.scaleDownWindowMs).toBe(60_000);
     expect(settings.startupTimeoutMs).toBe(60_000);
     expect(settings.drainTimeoutMs).toBe(30_000);
     expect(settings.stopGracePeriodMs).toBe(10_000);
@@ -45,6 +47,19 @@ describe('parseSettings', () => {
     expect(settings.maxBodyBytes).toBe(100 * 1024 * 1024);
     expect(settings.dockerHost).toBe('unix:///var/run/docker.sock');
     expect(settings.trustedProxies).toEqual([]);
+    expect(settings.containerLabels).toEqual({});
+  });
+
+  it.each([
+    ['team=web,tier=1', { team: 'web', tier: '1' }],
+    ['dev.luma.test=1', { 'dev.luma.test': '1' }],
+    ['', {}],
+  ])('parses container labels %j', (text, expected) => {
+    expect(parseSettings([`-container-labels=${text}`], {}).containerLabels).toEqual(expected);
+  });
+
+  it.each([['novalue'], ['=x'], ['dev.luma.instance=abc'], ['bad key=1']])('rejects container labels %j', (text) => {
+    expect(() => parseSettings([`-container-labels=${text}`], {})).toThrow(/container-labels/);
   });
 
   it('reads the original README flags', () => {
