@@ -3,6 +3,7 @@ import { isIP } from 'node:net';
 import { LumaError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { AccessLogEntry } from './types.js';
+import { hostName } from '../host-name.js';
 
 export interface AccessLogReceiverOptions {
   logger: Logger;
@@ -149,17 +150,4 @@ function timestamp(value: unknown): Date | undefined {
   if (typeof value === 'number') at = new Date(value * 1000);
   else if (typeof value === 'string') at = new Date(value);
   return at !== undefined && !Number.isNaN(at.getTime()) ? at : undefined;
-}
-
-/** Returns `host` lower case, without port, IPv6 brackets or a trailing dot. */
-function hostName(host: string): string {
-  let name = host.trim().toLowerCase();
-  if (name.startsWith('[')) {
-    const end = name.indexOf(']');
-    name = end === -1 ? name.slice(1) : name.slice(1, end);
-  } else {
-    const colon = name.lastIndexOf(':');
-    if (colon !== -1) name = name.slice(0, colon);
-  }
-  return name.endsWith('.') ? name.slice(0, -1) : name;
 }

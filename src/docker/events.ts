@@ -1,6 +1,7 @@
 import type Dockerode from 'dockerode';
 import type { Logger } from '../log.js';
 import { LABELS } from '../model.js';
+import { forEachStreamLine } from './json-lines.js';
 import type { EventSubscription, ReplicaEvent } from './types.js';
 
 const WATCHED_ACTIONS = ['start', 'die', 'oom', 'destroy'] as const;
@@ -102,24 +103,9 @@ export class EventWatcher implements EventSubscription {
       },
       abortSignal: signal,
     })) as NodeJS.ReadableStream;
-    const destroy = () => (stream as NodeJS.ReadableStream & { destroy?: () => void }).destroy?.();
-    signal.addEventListener('abort', destroy, { once: true });
 
     this.onConnected();
-    try {
-      let pending = '';
-      for await (const chunk of stream) {
-        pending += chunk.toString();
-        let newline: number;
-        while ((newline = pending.indexOf('\n')) >= 0) {
-          const line = pending.slice(0, newline).trim();
-          pending = pending.slice(newline + 1);
-          if (line !== '') this.handleLine(line);
-        }
-      }
-    } finally {
-      signal.removeEventListener('abort', destroy);
-    }
+    await forEachStreamLine(stream, signal, (line) => this.handleLine(line));
   }
 
   private handleLine(line: string): void {

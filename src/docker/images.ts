@@ -3,6 +3,7 @@ import PQueue from 'p-queue';
 import { LumaError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { dockerFailure, dockerMessage, dockerStatus, isConnectionError, isNotFound } from './errors.js';
+import { forEachStreamLine } from './json-lines.js';
 import type { OperationQueue } from './operations.js';
 
 /** Registry replies that mean the image or tag does not exist (Docker Engine 20.10 wording). */
@@ -120,25 +121,8 @@ export async function followPullStream(
   signal: AbortSignal,
   onMessage: (message: PullMessage) => void = () => undefined,
 ): Promise<void> {
-  const destroy = () => (stream as NodeJS.ReadableStream & { destroy?: (error?: Error) => void }).destroy?.();
-  signal.addEventListener('abort', destroy, { once: true });
-
-  try {
-    let pending = '';
-    for await (const chunk of stream) {
-      pending += chunk.toString();
-      let newline: number;
-      while ((newline = pending.indexOf('\n')) >= 0) {
-        const line = pending.slice(0, newline).trim();
-        pending = pending.slice(newline + 1);
-        if (line !== '') handlePullLine(line, onMessage);
-      }
-    }
-    if (pending.trim() !== '') handlePullLine(pending.trim(), onMessage);
-    signal.throwIfAborted();
-  } finally {
-    signal.removeEventListener('abort', destroy);
-  }
+  await forEachStreamLine(stream, signal, (line) => handlePullLine(line, onMessage));
+  signal.throwIfAborted();
 }
 
 function handlePullLine(line: string, onMessage: (message: PullMessage) => void): void {

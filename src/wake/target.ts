@@ -1,23 +1,12 @@
 import type { IncomingMessage } from 'node:http';
 import type { ReplicaProvider } from './types.js';
+import { hostName } from '../host-name.js';
 
 /** The service a request is for, or why none was found. */
 export type ServiceTarget =
   | { found: true; service: string }
   | { found: false; message: string };
 
-/** Returns the host name of a `Host` value: lower case, without port, brackets or trailing dot. */
-export function hostName(host: string): string {
-  let name = host.trim().toLowerCase();
-  if (name.startsWith('[')) {
-    const end = name.indexOf(']');
-    name = end === -1 ? name.slice(1) : name.slice(1, end);
-  } else {
-    const colon = name.lastIndexOf(':');
-    if (colon !== -1) name = name.slice(0, colon);
-  }
-  return name.endsWith('.') ? name.slice(0, -1) : name;
-}
 
 /**
  * Finds the service a request proxied by Caddy is for. Path routes strip the `/<name>` prefix and

@@ -6,7 +6,7 @@ import { parseListenAddress } from '../../src/wake/handler.js';
 import { forwardedRequestHeaders, forwardedResponseHeaders, upgradeRequestHead } from '../../src/wake/headers.js';
 import { isConnectError } from '../../src/wake/replay.js';
 import { replyForWakeError } from '../../src/wake/replies.js';
-import { hostName } from '../../src/wake/target.js';
+import { hostName } from '../../src/host-name.js';
 import { splitAddress } from '../../src/wake/tunnel.js';
 
 describe('forwardedRequestHeaders', () => {
