@@ -320,7 +320,10 @@ install_node_modules() {
   fi
   # npm 11 skips the install scripts of some packages (esbuild's postinstall among them) unless
   # they are allowed; nothing Luma runs needs those scripts.
-  (cd "$ROOT_DIR" && run npm ci --no-audit --no-fund)
+  # No dependency needs its install script: esbuild's only checks its platform binary, and
+  # cpu-features is an optional speed-up of ssh2, which Luma does not use. Skipping them also
+  # avoids npm 11's warning about install scripts it did not run.
+  (cd "$ROOT_DIR" && run npm ci --no-audit --no-fund --ignore-scripts)
 }
 
 check_node

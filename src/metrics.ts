@@ -1,5 +1,6 @@
-import { Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import type { ServiceBackend } from './api/backend.js';
+import type { ServiceState } from './model.js';
 import type { WakeStats } from './wake/handler.js';
 
 /**
@@ -7,9 +8,11 @@ import type { WakeStats } from './wake/handler.js';
  * the controller and the wake-up handler when scraped, so nothing on the request path updates
  * a metric.
  */
+const SERVICE_STATES: readonly ServiceState[] = ['sleeping', 'starting', 'ready', 'failed'];
+
 export function createMetrics(sources: { backend: ServiceBackend; wakeStats: () => WakeStats }): Registry {
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: 'luma_process_' });
+  collectDefaultMetrics({ register: registry, prefix: 'luma_' });
 
   new Gauge({
     name: 'luma_services',
@@ -18,6 +21,7 @@ export function createMetrics(sources: { backend: ServiceBackend; wakeStats: () 
     registers: [registry],
     collect() {
       this.reset();
+      for (const state of SERVICE_STATES) this.set({ state }, 0);
       for (const { status } of sources.backend.list()) this.inc({ state: status.state });
     },
   });
@@ -53,21 +57,24 @@ export function createMetrics(sources: { backend: ServiceBackend; wakeStats: () 
     registers: [registry],
     collect() {
       this.reset();
+      for (const { spec } of sources.backend.list()) this.set({ service: spec.name }, 0);
       for (const [service, waiting] of Object.entries(sources.wakeStats().waitingByService)) this.set({ service }, waiting);
     },
   });
 
-  new Gauge({
-    name: 'luma_wake_requests',
-    help: 'Requests seen by the wake-up handler since start, by outcome (replayed, retried, failed, rejected_queue_full).',
+  new Counter({
+    name: 'luma_wake_requests_total',
+    help: 'Requests handled by the wake-up handler since start, by outcome (replayed, retried, failed, rejected_queue_full).',
     labelNames: ['outcome'],
     registers: [registry],
     collect() {
+      // The wake-up handler keeps the totals; the counter mirrors them at scrape time.
       const stats = sources.wakeStats();
-      this.set({ outcome: 'replayed' }, stats.replayed);
-      this.set({ outcome: 'retried' }, stats.retried);
-      this.set({ outcome: 'failed' }, stats.failed);
-      this.set({ outcome: 'rejected_queue_full' }, stats.rejectedQueueFull);
+      this.reset();
+      this.inc({ outcome: 'replayed' }, stats.replayed);
+      this.inc({ outcome: 'retried' }, stats.retried);
+      this.inc({ outcome: 'failed' }, stats.failed);
+      this.inc({ outcome: 'rejected_queue_full' }, stats.rejectedQueueFull);
     },
   });
 

@@ -48,7 +48,10 @@ describe('metrics', () => {
     expect(text).toContain('luma_replicas{service="web",state="draining"} 1');
     expect(text).toContain('luma_service_concurrency{service="web"} 7');
     expect(text).toContain('luma_wake_waiting_requests{service="idle"} 3');
-    expect(text).toContain('luma_wake_requests{outcome="rejected_queue_full"} 4');
+    expect(text).toContain('luma_wake_requests_total{outcome="rejected_queue_full"} 4');
+    expect(text).toContain('luma_wake_waiting_requests{service="web"} 0');
+    expect(text).toContain('luma_services{state="failed"} 0');
+    expect(text).toContain('luma_process_cpu_seconds_total');
   });
 
   it('drops services that no longer exist', async () => {
