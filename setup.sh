@@ -6,7 +6,9 @@
 # Caddy and the containers stay up.
 #
 #   ./setup.sh [options] [luma flags]   install, build and (re)start
-#   ./setup.sh stop                     stop Luma and the Caddy that setup.sh started
+#   ./setup.sh stop [--remove-containers]
+#                                       stop Luma and the Caddy that setup.sh started, and with
+#                                       --remove-containers also every replica container of Luma
 #   ./setup.sh status                   show what runs, exit 0 when Luma is up and healthy
 #   ./setup.sh logs [-f] [--caddy]      print the last lines of Luma's (or Caddy's) log
 #
@@ -28,7 +30,9 @@ usage() {
   cat <<'EOF'
 Usage:
   ./setup.sh [options] [luma flags]   install, build and (re)start Luma
-  ./setup.sh stop [--data-dir DIR]    stop Luma and the Caddy that setup.sh started
+  ./setup.sh stop [--data-dir DIR] [--remove-containers]
+                                      stop Luma and the Caddy that setup.sh started; replica
+                                      containers keep running unless --remove-containers
   ./setup.sh status [--data-dir DIR]  show what runs; exit 0 when Luma is up and healthy
   ./setup.sh logs [--data-dir DIR] [--caddy] [-f] [-n LINES]
                                       print Luma's log (or Caddy's with --caddy)
@@ -78,6 +82,7 @@ run_build=1
 follow=0
 log_name=luma
 log_lines=100
+remove_containers=0
 luma_args=()
 
 # Reads the settings that setup.sh needs from Luma's flags, in the forms Luma accepts
@@ -110,6 +115,7 @@ while (($# > 0)); do
     start:no-install) run_install=0 ;;
     start:no-build) run_build=0 ;;
     logs:caddy) log_name=caddy ;;
+    stop:remove-containers) remove_containers=1 ;;
     logs:f | logs:follow) follow=1 ;;
     logs:n | *:data-dir | start:network | start:port | start:caddy-admin)
       if ((has_value == 0)); then
@@ -395,7 +401,25 @@ cmd_stop() {
     say "leaving the Caddy at ${caddy_admin} running: setup.sh did not start it"
   fi
   rm -f "$caddy_pid_file"
-  say "stopped; replica containers keep running (docker ps --filter label=dev.luma.service)"
+  if ((remove_containers)); then
+    remove_replica_containers
+  else
+    say "stopped; replica containers keep running (docker ps --filter label=dev.luma.service)"
+  fi
+}
+
+# Removes every container labelled with this data directory's Luma instance id, running or not.
+remove_replica_containers() {
+  local instance_file="$data_dir/instance-id" instance ids
+  [[ -r $instance_file ]] || fail "${instance_file} not found: no Luma instance has used this data directory"
+  instance=$(<"$instance_file")
+  mapfile -t ids < <(docker ps -aq --filter "label=dev.luma.instance=${instance}")
+  if ((${#ids[@]} == 0)); then
+    say "stopped; no replica containers of instance ${instance}"
+    return
+  fi
+  docker rm -f "${ids[@]}" >/dev/null
+  say "stopped; removed ${#ids[@]} replica containers of instance ${instance}"
 }
 
 cmd_status() {

@@ -9,6 +9,7 @@ import { CaddyRouting } from './caddy/routing.js';
 import { formatListenAddress } from './config/addresses.js';
 import { formatSettings, type Settings } from './config/settings.js';
 import { ActivityMonitor } from './controller/activity.js';
+import { watchCaddy } from './controller/caddy-watch.js';
 import { Controller } from './controller/controller.js';
 import { waitUntilReady } from './controller/readiness.js';
 import { DockerRuntime } from './docker/index.js';
@@ -141,6 +142,9 @@ export async function startLuma(settings: Settings, logger: Logger, env: NodeJS.
     wakeAddress,
     accessLogAddress,
     dynamicUpstreams: dnsPublisher ? (route) => dnsPublisher.dynamicUpstreams(route) : undefined,
+    maxBodyBytes: settings.maxBodyBytes,
+    trustedProxies: settings.trustedProxies,
+    tlsPort: settings.tlsPort === 0 ? undefined : settings.tlsPort,
   });
   const publisher = dnsPublisher ?? new AdminUpstreamPublisher(routing);
   const activity = new ActivityMonitor({
@@ -183,7 +187,12 @@ export async function startLuma(settings: Settings, logger: Logger, env: NodeJS.
     controller?.onContainerEvent(event);
   });
 
-  const caddyWatch = watchCaddy(routing, controller, logger.child({ component: 'caddy-watch' }));
+  const stopCaddyWatch = watchCaddy({
+    serverPresent: () => routing.serverPresent(),
+    republishAll: () => requireController().republishAll(),
+    intervalMs: CADDY_WATCH_MS,
+    logger: logger.child({ component: 'caddy-watch' }),
+  });
 
   const caddyFeatures = await admin.detectFeatures().catch(() => undefined);
   logger.info(
@@ -206,7 +215,7 @@ export async function startLuma(settings: Settings, logger: Logger, env: NodeJS.
     wakeAddress,
     async stop() {
       logger.info('luma stopping');
-      clearInterval(caddyWatch);
+      stopCaddyWatch();
       await controller?.stop();
       await wake.close();
       events.close();
@@ -218,35 +227,6 @@ export async function startLuma(settings: Settings, logger: Logger, env: NodeJS.
       logger.info('luma stopped');
     },
   };
-}
-
-/** Re-installs Luma's server and routes when Caddy restarted or lost them. */
-function watchCaddy(routing: CaddyRouting, controller: Controller, logger: Logger): NodeJS.Timeout {
-  let reachable = true;
-  let running = false;
-  const timer = setInterval(() => {
-    if (running) return;
-    running = true;
-    (async () => {
-      const present = await routing.serverPresent();
-      if (!reachable) logger.info('caddy admin api reachable again');
-      reachable = true;
-      if (!present) {
-        logger.warn('caddy has no luma server; re-installing routes');
-        await controller.republishAll();
-        logger.info('caddy routes re-installed');
-      }
-    })()
-      .catch((error: unknown) => {
-        if (reachable) logger.error({ err: error }, 'caddy admin api unreachable; retrying');
-        reachable = false;
-      })
-      .finally(() => {
-        running = false;
-      });
-  }, CADDY_WATCH_MS);
-  timer.unref();
-  return timer;
 }
 
 async function listenApi(api: ApiApp, settings: Settings): Promise<ServerType> {

@@ -36,6 +36,7 @@ export function addServiceRoutes(app: Hono<{ Bindings: ApiBindings }>, options: 
   const { backend, defaults, now } = options;
   const view = (entry: { spec: ServiceSpec; status: ServiceStatus }): ServiceView =>
     toServiceView(entry.spec, entry.status, defaults);
+  const serialise = perServiceLock();
 
   app.get('/api/services', (c) => {
     const services = backend.list().sort((a, b) => a.spec.name.localeCompare(b.spec.name));
@@ -55,25 +56,32 @@ export function addServiceRoutes(app: Hono<{ Bindings: ApiBindings }>, options: 
 
   app.put('/api/services/:name', async (c) => {
     const name = c.req.param('name');
-    const current = findService(backend, name);
+    findService(backend, name);
     const input = parseServiceInput(await readJsonBody(c, JSON_TYPES));
 
-    const spec = buildServiceSpec(input, { name, defaults, previous: current.spec, now: now() });
-    return c.json(view(await replaceSpec(backend, current, spec)));
+    const updated = await serialise(name, async () => {
+      const current = findService(backend, name);
+      const spec = buildServiceSpec(input, { name, defaults, previous: current.spec, now: now() });
+      return replaceSpec(backend, current, spec);
+    });
+    return c.json(view(updated));
   });
 
   app.patch('/api/services/:name', async (c) => {
     const name = c.req.param('name');
-    const current = findService(backend, name);
+    findService(backend, name);
     const patch = await readJsonBody(c, PATCH_TYPES);
     if (typeof patch !== 'object' || patch === null || Array.isArray(patch)) {
       throw new ValidationError([{ field: 'body', message: 'must be a JSON object (a JSON merge patch of the service settings)' }]);
     }
 
-    const input = parseServiceInput(applyMergePatch(toSettingsDocument(current.spec), patch));
-
-    const spec = buildServiceSpec(input, { name, defaults, previous: current.spec, now: now() });
-    return c.json(view(await replaceSpec(backend, current, spec)));
+    const updated = await serialise(name, async () => {
+      const latest = findService(backend, name);
+      const input = parseServiceInput(applyMergePatch(toSettingsDocument(latest.spec), patch));
+      const spec = buildServiceSpec(input, { name, defaults, previous: latest.spec, now: now() });
+      return replaceSpec(backend, latest, spec);
+    });
+    return c.json(view(updated));
   });
 
   app.delete('/api/services/:name', async (c) => {
@@ -82,6 +90,23 @@ export function addServiceRoutes(app: Hono<{ Bindings: ApiBindings }>, options: 
     await backend.delete(name);
     return c.body(null, 204);
   });
+}
+
+/**
+ * Runs the read-modify-write of each service one at a time, so that of two concurrent PUT or
+ * PATCH requests the second applies to the settings the first stored.
+ */
+function perServiceLock(): <T>(name: string, task: () => Promise<T>) => Promise<T> {
+  const tails = new Map<string, Promise<unknown>>();
+  return (name, task) => {
+    const run = (tails.get(name) ?? Promise.resolve()).then(task, task);
+    const tail = run.catch(() => undefined);
+    tails.set(name, tail);
+    void tail.then(() => {
+      if (tails.get(name) === tail) tails.delete(name);
+    });
+    return run;
+  };
 }
 
 function findService(backend: ServiceBackend, name: string): { spec: ServiceSpec; status: ServiceStatus } {

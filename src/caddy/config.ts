@@ -1,7 +1,8 @@
 import { LumaError } from '../errors.js';
 import type { JsonObject } from './json.js';
 import { accessLoggerName, containerId, dialAddress } from './names.js';
-import { buildHostRoute, buildParkingRoute, buildPathRoute, normalizeRoute, proxyHandler, type RouteTargets } from './routes.js';
+import { buildBarePrefixRedirects, buildDeclaredBodyLimitRoute, buildHostRoute, buildParkingRoute, buildPathRoute, normalizeRoute, proxyHandler, type RouteTargets } from './routes.js';
+import { listenFields, type ListenLayout } from './tls.js';
 import type { ServiceRoute } from './types.js';
 
 /**
@@ -9,7 +10,8 @@ import type { ServiceRoute } from './types.js';
  * results through the admin API. Route order inside the server:
  *
  * 1. `/api`, `/api/*` to the controller's API, with `X-Luma-Client-Ip` set by Caddy;
- * 2. host routes of all services (container `luma-<instance>.hosts`);
+ * 2. host routes of all services, each a top-level route (`luma-<instance>.host.<service>`),
+ *    because Caddy's automatic HTTPS only finds host names in top-level routes (see tls.ts);
  * 3. path routes of all services (container `luma-<instance>.paths`);
  * 4. the parking route of draining upstreams, which never matches;
  * 5. 404 for `/`, then 404 naming the service for anything else.
@@ -18,11 +20,7 @@ import type { ServiceRoute } from './types.js';
  * the host even when a service named `other` exists.
  */
 
-export interface ServerLayout extends RouteTargets {
-  /** Public port of the server. */
-  port: number;
-  /** Interface to listen on; empty for all interfaces, Caddy's `:<port>`. */
-  listenHost: string;
+export interface ServerLayout extends RouteTargets, ListenLayout {
   /** Dial address of the controller's REST API. */
   apiAddress: string;
   /** `host:port` of the UDP access-log receiver; no access log when undefined. */
@@ -42,14 +40,13 @@ export function buildServer(layout: ServerLayout, routes: readonly ServiceRoute[
   const pathRoutes = normalized.map((route) => buildPathRoute(layout, route));
 
   const server: JsonObject = {
-    listen: [listenAddress(layout)],
-    // Without this, Caddy would treat host matchers on a port other than 80 as sites to serve
-    // over HTTPS and start obtaining certificates for them.
-    automatic_https: { disable: true },
+    ...listenFields(layout),
     routes: [
       buildApiRoute(layout),
-      routeContainer(containerId(layout.instanceId, 'hosts'), hostRoutes),
+      ...(layout.maxBodyBytes === undefined ? [] : [buildDeclaredBodyLimitRoute(layout.maxBodyBytes)]),
+      ...hostRoutes,
       routeContainer(containerId(layout.instanceId, 'paths'), pathRoutes),
+      ...buildBarePrefixRedirects(),
       buildParkingRoute(layout.instanceId, parked),
       {
         match: [{ path: ['/'] }],
@@ -66,7 +63,7 @@ export function buildServer(layout: ServerLayout, routes: readonly ServiceRoute[
         ],
       },
     ],
-    errors: { routes: [buildUnavailableRoute()] },
+    errors: { routes: [buildUnavailableRoute(), buildBodyTooLargeRoute()] },
   };
   if (layout.accessLogAddress !== undefined) {
     server.logs = { default_logger_name: accessLoggerName(layout.instanceId) };
@@ -138,20 +135,29 @@ export function buildAccessLog(layout: ServerLayout): JsonObject | undefined {
   };
 }
 
+/**
+ * Returns the error route for a chunked request body cut at the limit by `request_body`, which
+ * Caddy 2.6.2 reports as a 413 error with an empty body.
+ */
+export function buildBodyTooLargeRoute(): JsonObject {
+  return {
+    match: [{ expression: '{http.error.status_code} == 413' }],
+    handle: [
+      {
+        handler: 'static_response',
+        status_code: 413,
+        headers: TEXT_HEADERS,
+        body: 'request body exceeds the limit\n',
+        close: true,
+      },
+    ],
+  };
+}
+
 function routeContainer(id: string, routes: JsonObject[]): JsonObject {
   // `routes` must stay an array even when empty: POST to `.../routes` appends only to an existing
   // array and would otherwise replace the value with a single route object.
   return { '@id': id, handle: [{ handler: 'subroute', routes }] };
-}
-
-function listenAddress(layout: ServerLayout): string {
-  if (!Number.isInteger(layout.port) || layout.port < 1 || layout.port > 65_535) {
-    throw new LumaError('invalid_setting', `invalid public port ${layout.port}: expected 1-65535`, {
-      details: { port: layout.port },
-    });
-  }
-  const host = layout.listenHost.includes(':') ? `[${layout.listenHost}]` : layout.listenHost;
-  return `${host}:${layout.port}`;
 }
 
 function checkUniqueServices(routes: readonly ServiceRoute[]): void {

@@ -9,7 +9,6 @@ import { LumaError } from '../errors.js';
  * | `luma-<instance>`                 | key of the HTTP server in `apps.http.servers`      |
  * | `luma_<instance>`                 | access logger (`logging.logs`, `http.log.access.*`) |
  * | `luma-<instance>.api`             | `@id` of the route to the controller's API         |
- * | `luma-<instance>.hosts`           | `@id` of the container of all host routes          |
  * | `luma-<instance>.paths`           | `@id` of the container of all path routes          |
  * | `luma-<instance>.parking`         | `@id` of the never-matching route of draining upstreams |
  * | `luma-<instance>.host.<service>`  | `@id` of one service's host route                  |
@@ -21,7 +20,7 @@ import { LumaError } from '../errors.js';
 /** Letters, digits, `_` and `-`; safe in `@id`s, admin API paths, logger names and regexps. */
 const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$/;
 
-export type ContainerKind = 'api' | 'hosts' | 'paths' | 'parking';
+export type ContainerKind = 'api' | 'paths' | 'parking';
 
 export function checkName(value: string, kind: 'instance id' | 'service'): string {
   if (!NAME_PATTERN.test(value)) {

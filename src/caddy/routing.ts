@@ -4,6 +4,7 @@ import { buildAccessLog, buildServer, type ServerLayout } from './config.js';
 import { isJsonObject, type JsonObject } from './json.js';
 import { accessLoggerName, containerId, hostRouteId, pathRouteId, serverName } from './names.js';
 import { buildHostRoute, buildPathRoute, normalizeRoute, parkingUpstreams } from './routes.js';
+import { httpAppPorts } from './tls.js';
 import type { ServiceRoute, UpstreamStatus } from './types.js';
 
 export interface CaddyRoutingOptions {
@@ -12,6 +13,8 @@ export interface CaddyRoutingOptions {
   instanceId: string;
   /** Public port of Luma's server in Caddy. */
   port: number;
+  /** HTTPS port for services' host names, on the same server; no TLS listener when unset. See tls.ts. */
+  tlsPort?: number;
   /** Interface of the public port; all interfaces when unset. */
   listenHost?: string;
   /** Address of the controller's REST API (`host:port` or a unix socket path). */
@@ -30,6 +33,10 @@ export interface CaddyRoutingOptions {
   streamCloseDelayMs?: number;
   /** Reverse_proxy fields of the dns upstream mode; see RouteTargets.dynamicUpstreams. */
   dynamicUpstreams?: (route: ServiceRoute) => JsonObject;
+  /** Largest request body of a service request, in bytes; see RouteTargets.maxBodyBytes. */
+  maxBodyBytes?: number;
+  /** CIDR ranges whose `X-Forwarded-*` headers Caddy keeps; see RouteTargets.trustedProxies. */
+  trustedProxies?: readonly string[];
 }
 
 const DEFAULT_AUTO_PARK_MS = 10 * 60_000;
@@ -62,11 +69,14 @@ export class CaddyRouting {
     this.layout = {
       instanceId: options.instanceId,
       port: options.port,
+      tlsPort: options.tlsPort,
       listenHost: options.listenHost ?? '',
       apiAddress: options.apiAddress,
       wakeAddress: options.wakeAddress,
       accessLogAddress: options.accessLogAddress,
       dynamicUpstreams: options.dynamicUpstreams,
+      maxBodyBytes: options.maxBodyBytes,
+      trustedProxies: options.trustedProxies,
     };
     if (options.streamCloseDelayMs !== undefined) this.layout.streamCloseDelay = `${options.streamCloseDelayMs}ms`;
     // Builds once to reject a bad instance id, port or address now rather than at the first write.
@@ -188,6 +198,13 @@ export class CaddyRouting {
       await this.putOrPatch(configPath('logging', 'logs', accessLoggerName(this.layout.instanceId)), accessLog);
     }
 
+    // The ports go first: a server with TLS policies loaded before them would serve TLS on the
+    // plain port too (Caddy keeps only the listener on `http_port` plain).
+    const ports = httpAppPorts(this.layout);
+    if (ports !== undefined) {
+      for (const [key, value] of Object.entries(ports)) await this.putOrPatch(configPath('apps', 'http', key), value);
+    }
+
     this.expireAutoParked();
     const server = buildServer(this.layout, [...this.routes.values()], this.parkedAddresses());
     await this.putOrPatch(configPath('apps', 'http', 'servers', this.serverName), server);
@@ -196,7 +213,7 @@ export class CaddyRouting {
   }
 
   /** Writes `value` at `path`: PATCH when something is there, PUT (which creates parents) when not. */
-  private async putOrPatch(path: string, value: JsonObject): Promise<void> {
+  private async putOrPatch(path: string, value: JsonObject | number): Promise<void> {
     let current: unknown;
     try {
       current = await this.admin.get(path);
@@ -213,7 +230,12 @@ export class CaddyRouting {
     const hadHostRoute = previous !== undefined && previous.hosts.length > 0;
     const hostId = hostRouteId(instanceId, next.service);
     if (hostRoute !== undefined && hadHostRoute) await this.admin.patch(idPath(hostId), hostRoute);
-    else if (hostRoute !== undefined) await this.admin.post(idPath(containerId(instanceId, 'hosts'), 'handle', 0, 'routes'), hostRoute);
+    // PUT at an array index inserts there: right after the API route, which is always first, and
+    // the server-wide body-limit route, which follows it when a limit is set.
+    else if (hostRoute !== undefined) {
+      const index = this.layout.maxBodyBytes === undefined ? 1 : 2;
+      await this.admin.put(configPath('apps', 'http', 'servers', this.serverName, 'routes', index), hostRoute);
+    }
     else if (hadHostRoute) await this.admin.delete(idPath(hostId));
 
     const pathRoute = buildPathRoute(this.layout, next);

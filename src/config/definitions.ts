@@ -25,6 +25,8 @@ import type { Millis } from '../model.js';
 /** Luma's effective settings, from flags, environment variables and defaults. */
 export interface Settings {
   port: number;
+  /** 0 when Caddy has no HTTPS listener. */
+  tlsPort: number;
   inactivityTimeoutMs: Millis;
   scaleThreshold: number;
   scaleDownWindowMs: Millis;
@@ -104,6 +106,14 @@ export const SETTING_DEFINITIONS: { readonly [K in keyof Settings]: SettingDefin
     type: integerValue(1, 65535),
     defaultValue: '8080',
     description: "Port of Caddy's public HTTP listener, which serves every service.",
+  },
+  tlsPort: {
+    flag: 'tls-port',
+    type: integerValue(0, 65535),
+    defaultValue: '0',
+    defaultDescription: 'none',
+    description:
+      "Port of Caddy's HTTPS listener for services' host names, such as 443; 0 turns it off. Caddy obtains a certificate for each host name, from its default ACME CAs for public names and from its own local CA for names such as *.localhost. Public names must resolve to this machine, with public ports 80 and 443 reaching -port and this port. Sets Caddy's http_port to -port and https_port to this port.",
   },
   inactivityTimeoutMs: {
     flag: 'inactivity-timeout',
@@ -229,7 +239,7 @@ export const SETTING_DEFINITIONS: { readonly [K in keyof Settings]: SettingDefin
     type: byteSizeValue(1),
     defaultValue: '100MiB',
     description:
-      'Maximum body of a request that reaches a service through the wake-up handler, such as 100MiB or 1GB; larger requests get 413.',
+      'Maximum body of a request to a service, such as 100MiB or 1GB; larger requests get 413, from Caddy for ready replicas and for the wake-up handler alike.',
   },
   dockerHost: {
     flag: 'docker-host',
@@ -247,7 +257,7 @@ export const SETTING_DEFINITIONS: { readonly [K in keyof Settings]: SettingDefin
     defaultValue: '',
     defaultDescription: 'none',
     description:
-      "Comma-separated CIDR ranges of proxies in front of Caddy whose X-Forwarded-For header Caddy trusts for the client IP.",
+      'Comma-separated CIDR ranges of proxies in front of Caddy. Caddy keeps the X-Forwarded-For, X-Forwarded-Proto and X-Forwarded-Host headers they send, and replaces them for every other client.',
   },
   containerLabels: {
     flag: 'container-labels',

@@ -104,6 +104,14 @@ function resolveSetting(
 
 /** Checks constraints between settings, naming the setting to change. */
 function checkRelations(settings: Settings): void {
+  if (settings.tlsPort !== 0 && settings.tlsPort === settings.port) {
+    throw new SettingError(
+      labelOf(SETTING_DEFINITIONS.tlsPort),
+      String(settings.tlsPort),
+      `must differ from -${SETTING_DEFINITIONS.port.flag} (${settings.port})`,
+    );
+  }
+
   const limit = SETTING_DEFINITIONS.maxReplicasLimit;
   if (settings.defaultMaxReplicas > settings.maxReplicasLimit) {
     throw new SettingError(

@@ -1,8 +1,9 @@
 import type { Millis } from '../model.js';
 
 /**
- * Exponential backoff after failed starts of one service: 1 s after the first failure, doubling
- * up to `maxMs`. A success or a spec change resets it.
+ * Exponential backoff after failures of one service: `baseMs` after the first failure that is
+ * not free, doubling up to `maxMs`. The first `freeFailures` failures in a row cost no delay.
+ * The owner decides when a run of failures ends and calls `reset()`.
  */
 export class StartBackoff {
   private failures = 0;
@@ -11,11 +12,14 @@ export class StartBackoff {
   constructor(
     private readonly baseMs: Millis = 1_000,
     private readonly maxMs: Millis = 60_000,
+    private readonly freeFailures = 0,
   ) {}
 
+  /** Counts a failure and returns the delay before the next try. */
   recordFailure(now: number): Millis {
     this.failures += 1;
-    const delay = Math.min(this.maxMs, this.baseMs * 2 ** (this.failures - 1));
+    const paid = this.failures - this.freeFailures;
+    const delay = paid <= 0 ? 0 : Math.min(this.maxMs, this.baseMs * 2 ** (paid - 1));
     this.retryAt = now + delay;
     return delay;
   }

@@ -6,6 +6,7 @@ import type { Logger } from '../log.js';
 import type { ServiceSpec } from '../model.js';
 import type { ReplicaLease, ReplicaProvider } from '../wake/types.js';
 import { adoptContainers } from './adoption.js';
+import { settlesWithin } from './async.js';
 import type { ContainerSnapshot, InFlightSource, ReadinessProbe, ReplicaRuntime, UpstreamPublisher } from './ports.js';
 import { ReplicaStarter } from './replica-starter.js';
 import { ServiceRuntime } from './service-runtime.js';
@@ -32,6 +33,8 @@ export interface ControllerOptions {
   reconcileIntervalMs?: number;
   /** Period of the idle check that scales services to zero. */
   idleCheckIntervalMs?: number;
+  /** Time `stop()` waits for API writes and replica starts before it cancels the starts. Default 10 s. */
+  stopWaitMs?: number;
   /** Global target of concurrent requests per replica (`-scale-threshold`). */
   scaleThreshold: number;
   /** Requests held by the wake-up handler for a service; excluded from the scaling signal. */
@@ -40,6 +43,12 @@ export interface ControllerOptions {
 }
 
 type ServiceView = { spec: ServiceSpec; status: ServiceStatus };
+
+const STOP_WAIT_MS = 10_000;
+/** Period of the scan retries after a failed scan. */
+const RECONCILE_RETRY_MS = 1_000;
+/** Time `stop()` gives cancelled starts to remove their containers. */
+const CANCEL_WAIT_MS = 5_000;
 
 /** Containers younger than this are never treated as orphans: their creator may not have recorded them yet. */
 const ORPHAN_GRACE_MS = 60_000;
@@ -57,6 +66,8 @@ export class Controller implements ServiceBackend, ReplicaProvider {
   private readonly log: Logger;
   private timers: NodeJS.Timeout[] = [];
   private reconciling: Promise<void> | null = null;
+  /** Whether the last periodic scan failed. */
+  private reconcileFailing = false;
   private stopping = false;
 
   constructor(private readonly options: ControllerOptions) {
@@ -88,17 +99,36 @@ export class Controller implements ServiceBackend, ReplicaProvider {
 
     const reconcileMs = this.options.reconcileIntervalMs ?? 5_000;
     const idleMs = this.options.idleCheckIntervalMs ?? 1_000;
-    this.every(reconcileMs, () => this.reconcile());
+    this.every(reconcileMs, () => this.scheduledReconcile());
+    // After a failed scan, for example while Docker is unreachable, scan every second until one
+    // succeeds, so that replicas that died meanwhile are replaced soon after Docker is back.
+    this.every(RECONCILE_RETRY_MS, async () => {
+      if (this.reconcileFailing) await this.scheduledReconcile();
+    });
     this.every(idleMs, async () => this.checkIdle());
   }
 
-  /** Stops timers and waits for in-flight starts; containers keep running for the next start. */
+  /**
+   * Rejects new API writes and wake-ups with `shutting_down`, stops the timers, and waits up to
+   * `stopWaitMs` for queued API writes and starts in progress. Starts still running after that
+   * are cancelled: they remove their containers and their waiters get `shutting_down`. Drains
+   * are not awaited. Running containers keep running, for the next start to adopt.
+   */
   async stop(): Promise<void> {
     this.stopping = true;
     for (const timer of this.timers) clearInterval(timer);
     this.timers = [];
-    await this.writes.onIdle();
-    await Promise.allSettled([...this.services.values()].map((s) => s.idle()));
+
+    const runtimes = [...this.services.values()];
+    const waitMs = this.options.stopWaitMs ?? STOP_WAIT_MS;
+    const pending = Promise.all([this.writes.onIdle(), ...runtimes.map((runtime) => runtime.startsSettled())]);
+    const settled = await settlesWithin(pending, waitMs);
+    if (!settled) this.log.warn({ waitedMs: waitMs }, 'cancel replica starts still running at shutdown');
+
+    // Also keeps replacements and Docker events from starting replicas while Luma exits.
+    const reason = new LumaError('shutting_down', 'luma is shutting down; retry when it is back');
+    for (const runtime of runtimes) runtime.cancelStarts(reason);
+    if (!settled) await settlesWithin(Promise.all(runtimes.map((runtime) => runtime.startsSettled())), CANCEL_WAIT_MS);
   }
 
   private every(periodMs: number, task: () => Promise<void>): void {
@@ -244,6 +274,7 @@ export class Controller implements ServiceBackend, ReplicaProvider {
   }
 
   private ensureMinimum(runtime: ServiceRuntime): void {
+    if (this.stopping) return;
     runtime.ensureMinimum().catch((error: unknown) => {
       this.log.error({ err: error, service: runtime.name }, 'start minimum replicas failed');
     });
@@ -315,9 +346,23 @@ export class Controller implements ServiceBackend, ReplicaProvider {
   onContainerEvent(event: { kind: 'die' | 'oom' | 'destroy' | 'start'; id: string; service: string; exitCode?: number }): void {
     const runtime = this.services.get(event.service);
     if (!runtime) return;
+    if (event.kind === 'oom') runtime.onContainerOom(event.id);
     if (event.kind === 'die') runtime.onContainerExit(event.id, event.exitCode ?? null);
     if (event.kind === 'destroy') runtime.onContainerGone(event.id);
     if (event.kind === 'die' || event.kind === 'destroy') this.ensureMinimum(runtime);
+  }
+
+  /** Runs a periodic scan; logs the first failure of a run of failures and the recovery. */
+  private async scheduledReconcile(): Promise<void> {
+    try {
+      await this.reconcile();
+    } catch (error) {
+      if (!this.reconcileFailing) this.log.error({ err: error }, 'reconcile scan failed; retrying every second');
+      this.reconcileFailing = true;
+      return;
+    }
+    if (this.reconcileFailing) this.log.info('reconcile scan succeeded again');
+    this.reconcileFailing = false;
   }
 
   /** Compares Docker's containers with the known replicas and repairs the difference. */
@@ -338,7 +383,7 @@ export class Controller implements ServiceBackend, ReplicaProvider {
       for (const id of runtime.knownReplicaIds()) {
         const container = byId.get(id);
         if (!container) runtime.onContainerGone(id);
-        else if (!container.running) runtime.onContainerExit(id, container.exitCode);
+        else if (!container.running) runtime.onContainerExit(id, container.exitCode, container.oomKilled);
       }
     }
 

@@ -3,8 +3,8 @@ import type { Logger } from '../log.js';
 import type { Replica, ServiceSpec } from '../model.js';
 import type { ReadinessProbe, ReplicaRuntime } from './ports.js';
 
-/** Lines of container output kept with a failed start, for the log and the API. */
-const LOG_TAIL_LINES = 20;
+/** Lines of container output kept with a failed start or a crash, for the log and the API. */
+export const LOG_TAIL_LINES = 20;
 
 /**
  * Boots one replica: makes sure the image exists (pulling it if needed), creates and starts the
@@ -50,6 +50,8 @@ export class ReplicaStarter {
     });
 
     try {
+      // An abort during the create lands here, so the container is removed below.
+      options.signal?.throwIfAborted();
       const { ip } = await this.runtime.startReplica(created.id);
       const address = `${ip}:${spec.port}`;
       options.onAddress(address);

@@ -10,6 +10,8 @@ export interface ReplicaRecord {
   leases: number;
   /** Set when Docker reported the container's exit. */
   exit?: { exitCode: number | null };
+  /** Set when Docker reported that the kernel killed the container for its memory limit. */
+  oomKilled?: boolean;
   drainReason?: DrainReason;
 }
 
@@ -60,11 +62,6 @@ export class ReplicaTable {
       if (best === undefined || this.load(record) < this.load(best)) best = record;
     }
     return best;
-  }
-
-  /** Ready plus starting replicas. */
-  countActive(): number {
-    return this.inState('ready', 'starting').length;
   }
 
   /** In-flight requests over the ready replicas. */

@@ -2,13 +2,15 @@ import PQueue from 'p-queue';
 import { LumaError, describeError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Replica, ServiceSpec, ServiceState } from '../model.js';
-import type { ReplicaView, ServiceStatus } from '../api/backend.js';
+import type { ServiceStatus } from '../api/backend.js';
 import type { ReplicaLease } from '../wake/types.js';
 import { StartBackoff } from './backoff.js';
 import type { InFlightSource, ReplicaRuntime, UpstreamPublisher } from './ports.js';
 import type { ReplicaStarter } from './replica-starter.js';
 import { replicaSpecHash } from './spec-hash.js';
-import { abortable } from './async.js';
+import { abortable, firstFulfilled } from './async.js';
+import { CrashTracker, reportCrash, servedMs } from './crashes.js';
+import { buildStatus, deriveState } from './service-status.js';
 import { drainReplica } from './drain.js';
 import { ReplicaTable, type DrainReason, type ReplicaRecord } from './replica-table.js';
 
@@ -27,9 +29,11 @@ export interface ServiceRuntimeOptions {
 /**
  * Desired and observed state of one service, and the transitions between them.
  *
- * A wake (`acquire`) starts at most one replica at a time (single-flight). Every other change of
- * the replica set (minimum floor, scaling, scale to zero, replacement, delete) runs through
- * `operations`, one at a time. Replicas leave routing before they are drained and stopped.
+ * A wake (`acquire`) joins a start that is already in progress, whatever its reason, and starts
+ * a replica only when none is (single-flight). Every other change of the replica set (minimum
+ * floor, scaling, scale to zero, replacement, delete) runs through `operations`, one at a time.
+ * Replicas leave routing before they are drained and stopped. Deleting the service cancels its
+ * starts, which then remove their containers.
  */
 export class ServiceRuntime {
   spec: ServiceSpec;
@@ -37,8 +41,13 @@ export class ServiceRuntime {
   private readonly replicas: ReplicaTable;
   private readonly operations = new PQueue({ concurrency: 1 });
   private readonly backoff = new StartBackoff();
-  private pendingWake: Promise<ReplicaRecord> | null = null;
+  private readonly crashes = new CrashTracker();
+  /** Starts in progress, of any reason. */
+  private readonly starts = new Set<Promise<ReplicaRecord>>();
   private starting = 0;
+  /** Aborted when the service is deleted or the controller gives up on its starts at shutdown. */
+  private readonly lifetime = new AbortController();
+  private replacementTimer: NodeJS.Timeout | undefined;
   private lastRequestAt: number | null = null;
   private lastError: ServiceStatus['lastError'] = null;
   private lastScaling: ServiceStatus['lastScaling'] = null;
@@ -79,21 +88,19 @@ export class ServiceRuntime {
     const revived = this.reviveIdleDrain();
     if (revived) return this.lease(revived);
 
-    const waitMs = this.backoff.remaining(Date.now());
-    if (waitMs > 0) {
-      throw new LumaError('wake_backoff', `service "${this.name}" failed to start recently: ${this.lastError?.message ?? 'unknown error'}`, {
-        details: { service: this.name, retryAfterMs: waitMs },
-      });
-    }
-
-    if (this.pendingWake === null) {
-      this.pendingWake = this.startReplica('wake').finally(() => {
-        this.pendingWake = null;
-      });
+    // A start in progress for any reason (wake, minimum, replacement, scale-up) is joined
+    // instead of starting one more replica.
+    if (this.starts.size === 0) {
+      const waitMs = this.retryDelay(Date.now());
+      if (waitMs > 0) {
+        throw new LumaError('wake_backoff', `service "${this.name}" failed recently: ${this.lastError?.message ?? 'unknown error'}`, {
+          details: { service: this.name, retryAfterMs: waitMs },
+        });
+      }
       // Every waiter may have gone away; the failure is already logged by startReplica.
-      this.pendingWake.catch(() => undefined);
+      this.startReplica('wake').catch(() => undefined);
     }
-    const record = await abortable(this.pendingWake, signal);
+    const record = await abortable(firstFulfilled([...this.starts]), signal);
     if (this.deleted) throw this.deletedError();
 
     // The replica that just started may already be taken by a drain; take any ready one.
@@ -136,7 +143,21 @@ export class ServiceRuntime {
 
   // ---- starting replicas -------------------------------------------------------------------
 
-  private async startReplica(reason: 'wake' | 'minimum' | 'replace' | 'scale-up'): Promise<ReplicaRecord> {
+  private startReplica(reason: StartReason): Promise<ReplicaRecord> {
+    return this.track(this.bootReplica(reason));
+  }
+
+  /** Registers a start in progress, which wake-ups join, until it settles. */
+  private track(start: Promise<ReplicaRecord>): Promise<ReplicaRecord> {
+    this.starts.add(start);
+    const forget = () => {
+      this.starts.delete(start);
+    };
+    start.then(forget, forget);
+    return start;
+  }
+
+  private async bootReplica(reason: StartReason): Promise<ReplicaRecord> {
     const spec = this.spec;
     const specHash = this.specHash;
     let record: ReplicaRecord | undefined;
@@ -157,16 +178,29 @@ export class ServiceRuntime {
           if (record) record.replica.address = address;
         },
         exitOf: () => record?.exit,
+        signal: this.lifetime.signal,
       });
     } catch (error) {
       if (record) this.replicas.delete(record.replica.id);
-      this.recordFailure(error);
+      if (this.lifetime.signal.aborted) {
+        this.log.info({ reason, replica: record?.replica.name }, 'replica start cancelled');
+      } else {
+        this.recordFailure(error);
+      }
       throw error;
     } finally {
       this.starting -= 1;
     }
 
     if (!record) throw new LumaError('replica_exited', `replica of service "${spec.name}" was not created`);
+    if (this.deleted) {
+      // The service was deleted after the probe succeeded.
+      this.replicas.delete(record.replica.id);
+      await this.options.runtime.removeReplica(record.replica.id).catch((error: unknown) => {
+        this.log.warn({ err: error, replica: record?.replica.name }, 'remove replica of deleted service failed; the reconcile scan retries');
+      });
+      throw this.deletedError();
+    }
     record.replica.state = 'ready';
     record.replica.readyAt = new Date().toISOString();
     this.backoff.reset();
@@ -175,7 +209,11 @@ export class ServiceRuntime {
       { replica: record.replica.name, address: record.replica.address, bootMs: Date.now() - startedAt, reason },
       'replica ready',
     );
-    this.schedulePublish();
+    this.schedulePublish().catch(() => undefined);
+    // The spec changed while this replica started: it serves its waiters, then gets replaced.
+    if (record.replica.specHash !== this.specHash) {
+      this.refresh().catch((error: unknown) => this.log.error({ err: error }, 'replace outdated replicas failed'));
+    }
     return record;
   }
 
@@ -237,7 +275,7 @@ export class ServiceRuntime {
   /** Starts replicas up to `minReplicas` unless starts are backing off. */
   ensureMinimum(): Promise<void> {
     return this.operations.add(async () => {
-      if (this.deleted || this.backoff.remaining(Date.now()) > 0) return;
+      if (this.deleted || this.retryDelay(Date.now()) > 0) return;
       const active = this.activeReplicas();
       const missing = this.spec.minReplicas - active;
       if (missing <= 0) return;
@@ -251,9 +289,9 @@ export class ServiceRuntime {
     return this.replicas.concurrency();
   }
 
-  /** Ready replicas plus replicas starting for this service. */
+  /** Ready replicas plus starts in progress. */
   activeReplicas(): number {
-    return this.replicas.countActive() + (this.pendingWake ? 1 : 0);
+    return this.readyReplicas() + this.starting;
   }
 
   readyReplicas(): number {
@@ -262,7 +300,7 @@ export class ServiceRuntime {
 
   /** True while a replica-set change is queued or running. */
   get busy(): boolean {
-    return this.operations.size + this.operations.pending > 0 || this.pendingWake !== null;
+    return this.operations.size + this.operations.pending > 0 || this.starting > 0;
   }
 
   /**
@@ -273,7 +311,7 @@ export class ServiceRuntime {
     return this.operations.add(async () => {
       if (this.deleted) return;
       const target = Math.min(Math.max(desired, this.spec.minReplicas), this.spec.maxReplicas);
-      const active = this.replicas.countActive();
+      const active = this.activeReplicas();
       if (target === active) return;
 
       this.desired = target;
@@ -281,7 +319,7 @@ export class ServiceRuntime {
       this.log.info({ from: active, to: target, reason }, 'scaling replicas');
 
       if (target > active) {
-        if (this.backoff.remaining(Date.now()) > 0) return;
+        if (this.retryDelay(Date.now()) > 0) return;
         await Promise.allSettled(Array.from({ length: target - active }, () => this.startReplica('scale-up')));
         return;
       }
@@ -296,7 +334,7 @@ export class ServiceRuntime {
   /** Scales to zero when idle for the inactivity timeout and nothing is in flight. */
   maybeSleep(now: number): Promise<void> | undefined {
     if (this.deleted || this.spec.minReplicas > 0) return undefined;
-    if (this.pendingWake || this.starting > 0 || this.operations.size + this.operations.pending > 0) return undefined;
+    if (this.starting > 0 || this.operations.size + this.operations.pending > 0) return undefined;
     const ready = this.replicas.inState('ready');
     if (ready.length === 0) return undefined;
     if (ready.some((r) => this.replicas.load(r) > 0)) {
@@ -317,13 +355,17 @@ export class ServiceRuntime {
     });
   }
 
-  /** Applies a changed spec; replicas are replaced when fields that need a new container changed. */
+  /**
+   * Applies a changed spec. The spec takes effect at once, for views and for starts that begin
+   * from now on; replicas are replaced when fields that need a new container changed.
+   */
   update(spec: ServiceSpec): Promise<void> {
+    this.spec = spec;
+    this.specHash = replicaSpecHash(spec);
+    this.backoff.reset();
+    this.crashes.reset();
+    this.lastError = null;
     return this.operations.add(async () => {
-      this.spec = spec;
-      this.specHash = replicaSpecHash(spec);
-      this.backoff.reset();
-      this.lastError = null;
       await this.schedulePublish();
       await this.replaceOutdated();
     });
@@ -334,13 +376,16 @@ export class ServiceRuntime {
     return this.operations.add(() => this.replaceOutdated());
   }
 
-  /** Starts replicas of the current spec, then drains those of older specs (no gap in service). */
+  /**
+   * Starts replicas of the current spec, then drains those of older specs (no gap in service).
+   * Replicas still starting from an older spec are left to finish and replaced afterwards.
+   */
   private async replaceOutdated(): Promise<void> {
     const spec = this.spec;
-    const outdated = this.replicas.inState('ready', 'starting').filter((r) => r.replica.specHash !== this.specHash);
+    const ready = this.replicas.inState('ready');
+    const outdated = ready.filter((r) => r.replica.specHash !== this.specHash);
     if (outdated.length === 0) return;
-    const readyOutdated = outdated.filter((r) => r.replica.state === 'ready').length;
-    const wanted = Math.max(readyOutdated, spec.minReplicas);
+    const wanted = Math.max(outdated.length, spec.minReplicas) - (ready.length - outdated.length);
     if (wanted > 0) {
       this.log.info({ replicas: wanted }, 'replacing replicas after spec change');
       const results = await Promise.allSettled(Array.from({ length: wanted }, () => this.startReplica('replace')));
@@ -352,10 +397,16 @@ export class ServiceRuntime {
     await this.drainAndStop(outdated, 'replace');
   }
 
-  /** Removes the route, then drains and removes every replica. */
+  /**
+   * Cancels starts in progress (their waiters get `service_deleted`), removes the route, then
+   * drains and removes every replica.
+   */
   delete(): Promise<void> {
     this.deleted = true;
+    this.lifetime.abort(this.deletedError());
+    clearTimeout(this.replacementTimer);
     return this.operations.add(async () => {
+      await Promise.allSettled([...this.starts]);
       const records = this.replicas.all();
       await this.drainAndStop(records, 'delete', () => this.options.publisher.unpublish(this.name));
     });
@@ -394,7 +445,10 @@ export class ServiceRuntime {
           drainTimeoutMs: this.options.drainTimeoutMs,
           stopGracePeriodMs: this.options.stopGracePeriodMs,
           logger: this.log,
-          onRemoved: () => this.options.publisher.setDraining(this.name, this.replicas.drainingAddresses()),
+          onRemoved: () => {
+            this.crashes.recordStop(servedMs(record, Date.now()));
+            return this.options.publisher.setDraining(this.name, this.replicas.drainingAddresses());
+          },
         }),
       ),
     );
@@ -406,6 +460,57 @@ export class ServiceRuntime {
   }
 
   // ---- observed state from Docker ------------------------------------------------------------
+
+  /** Time a new replica gets to respond over HTTP. */
+  get startupTimeoutMs(): number {
+    return this.spec.startupTimeoutMs ?? this.options.defaults.startupTimeoutMs;
+  }
+
+  /** Aborted when the service is deleted or its starts are cancelled at shutdown. */
+  get signal(): AbortSignal {
+    return this.lifetime.signal;
+  }
+
+  /**
+   * Tracks a running container of an earlier run that has not responded yet. It counts as a
+   * start in progress, so wake-ups join it, becomes ready when `ready` resolves, and is removed
+   * when `ready` rejects.
+   */
+  adoptStarting(replica: Replica, ready: Promise<void>): void {
+    const record: ReplicaRecord = { replica: { ...replica, state: 'starting' }, leases: 0 };
+    this.replicas.add(record);
+    this.starting += 1;
+    const log = this.log.child({ replica: replica.name });
+
+    const adopted = ready.then(
+      async () => {
+        if (this.deleted) {
+          this.replicas.delete(replica.id);
+          await this.options.runtime.removeReplica(replica.id).catch(() => undefined);
+          throw this.deletedError();
+        }
+        record.replica.state = 'ready';
+        record.replica.readyAt = new Date().toISOString();
+        this.touch();
+        log.info({ address: replica.address }, 'replica adopted');
+        this.schedulePublish().catch(() => undefined);
+        if (record.replica.specHash !== this.specHash) this.refresh().catch(() => undefined);
+        return record;
+      },
+      async (error: unknown) => {
+        this.replicas.delete(replica.id);
+        log.warn({ err: error }, 'adopted container did not respond; removing it');
+        await this.options.runtime.removeReplica(replica.id).catch((removeError: unknown) => {
+          log.warn({ err: removeError }, 'remove adopted container failed; the reconcile scan retries');
+        });
+        throw error;
+      },
+    );
+    const settled = adopted.finally(() => {
+      this.starting -= 1;
+    });
+    this.track(settled);
+  }
 
   /** Adopts a running container found at start-up or by a reconcile scan. */
   adopt(replica: Replica): void {
@@ -419,20 +524,20 @@ export class ServiceRuntime {
   }
 
   /** Handles a container that exited without being stopped by Luma. */
-  onContainerExit(id: string, exitCode: number | null): void {
+  onContainerExit(id: string, exitCode: number | null, oomKilled = false): void {
     const record = this.replicas.get(id);
     if (!record) return;
     record.exit = { exitCode };
+    if (oomKilled) record.oomKilled = true;
     if (record.replica.state === 'starting') return; // the readiness probe reports it
     if (record.replica.state === 'stopping' || record.replica.state === 'draining') return;
+    this.loseReplica(record, { exitCode, containerGone: false });
+  }
 
-    this.log.warn({ replica: record.replica.name, exitCode }, 'replica exited unexpectedly');
-    record.replica.state = 'failed';
-    this.replicas.delete(id);
-    this.schedulePublish().catch(() => undefined);
-    this.options.runtime.removeReplica(id).catch((error: unknown) => {
-      this.log.warn({ err: error, replica: record.replica.name }, 'remove exited replica failed');
-    });
+  /** Marks a replica that the kernel killed for its memory limit; Docker reports the exit next. */
+  onContainerOom(id: string): void {
+    const record = this.replicas.get(id);
+    if (record) record.oomKilled = true;
   }
 
   /** Forgets a replica whose container no longer exists. */
@@ -443,11 +548,70 @@ export class ServiceRuntime {
       record.exit = { exitCode: null };
       return;
     }
-    this.replicas.delete(id);
     if (record.replica.state === 'ready') {
-      this.log.warn({ replica: record.replica.name }, 'replica container disappeared');
-      this.schedulePublish().catch(() => undefined);
+      this.loseReplica(record, { exitCode: record.exit?.exitCode ?? null, containerGone: true });
+      return;
     }
+    this.replicas.delete(id);
+  }
+
+  /**
+   * Takes a ready replica that died out of routing at once, records the crash (exit code, OOM
+   * kill and output in `lastError`), and schedules a replacement after the crash delay.
+   */
+  private loseReplica(record: ReplicaRecord, exit: { exitCode: number | null; containerGone: boolean }): void {
+    const now = Date.now();
+    const { replica } = record;
+    replica.state = 'failed';
+    this.replicas.delete(replica.id);
+    this.schedulePublish().catch(() => undefined);
+
+    const served = servedMs(record, now);
+    const delayMs = this.crashes.record(now, served);
+    this.lastError = reportCrash({
+      record,
+      exit,
+      now,
+      servedMs: served,
+      replaceInMs: delayMs,
+      runtime: this.options.runtime,
+      logger: this.log,
+    });
+    this.scheduleReplacement(delayMs);
+  }
+
+  /** Replaces lost replicas after `delayMs`; see `replaceLost`. */
+  private scheduleReplacement(delayMs: number): void {
+    clearTimeout(this.replacementTimer);
+    this.replacementTimer = setTimeout(() => {
+      this.replacementTimer = undefined;
+      this.replaceLost().catch((error: unknown) => this.log.error({ err: error }, 'replace exited replica failed'));
+    }, delayMs);
+    this.replacementTimer.unref();
+  }
+
+  /**
+   * Starts replicas until the service has as many as it should: `minReplicas`, and while the
+   * service is awake (a request within the inactivity timeout) at least one, or the count of
+   * the last scaling decision.
+   */
+  private replaceLost(): Promise<void> {
+    return this.operations.add(async () => {
+      const now = Date.now();
+      if (this.deleted || this.retryDelay(now) > 0) return;
+      const timeout = this.spec.inactivityTimeoutMs ?? this.options.defaults.inactivityTimeoutMs;
+      const awake = this.lastRequestAt !== null && now - this.lastRequestAt < timeout;
+      const target = Math.min(this.spec.maxReplicas, Math.max(this.spec.minReplicas, awake ? (this.desired ?? 1) : 0));
+      const missing = target - this.activeReplicas();
+      if (missing <= 0) return;
+      this.log.info({ missing, target }, 'replacing exited replicas');
+      await Promise.allSettled(Array.from({ length: missing }, () => this.startReplica('replace')));
+    });
+  }
+
+  /** Milliseconds until a new replica may start after failed starts or crashes; 0 when it may now. */
+  private retryDelay(now: number): number {
+    return Math.max(this.backoff.remaining(now), this.crashes.remaining(now));
   }
 
   knownReplicaIds(): string[] {
@@ -457,46 +621,40 @@ export class ServiceRuntime {
   // ---- views -------------------------------------------------------------------------------
 
   state(): ServiceState {
-    if (this.replicas.inState('ready').length > 0) return 'ready';
-    if (this.pendingWake || this.starting > 0 || this.replicas.inState('starting').length > 0) return 'starting';
-    if (this.lastError) return 'failed';
-    return 'sleeping';
+    return deriveState({ replicas: this.replicas, starting: this.starting, lastError: this.lastError });
   }
 
   status(): ServiceStatus {
-    const replicas: ReplicaView[] = this.replicas.all().map((record) => ({
-      id: record.replica.id,
-      name: record.replica.name,
-      state: record.replica.state,
-      address: record.replica.address ?? null,
-      generation: record.replica.generation,
-      createdAt: record.replica.createdAt,
-      readyAt: record.replica.readyAt ?? null,
-      inFlight: this.replicas.load(record),
-    }));
-    const ready = replicas.filter((r) => r.state === 'ready');
-    const retryAt = this.backoff.retryAtTime;
-    return {
-      state: this.state(),
-      desiredReplicas: this.state() === 'sleeping' ? this.spec.minReplicas : Math.max(this.spec.minReplicas, this.desired ?? ready.length),
-      readyReplicas: ready.length,
-      replicas,
-      concurrency: ready.reduce((sum, r) => sum + r.inFlight, 0),
-      lastRequestAt: this.lastRequestAt === null ? null : new Date(this.lastRequestAt).toISOString(),
-      lastError: this.lastError,
-      retryAt: retryAt !== null && retryAt > Date.now() ? new Date(retryAt).toISOString() : null,
-      lastScaling: this.lastScaling,
-    };
+    return buildStatus(
+      {
+        spec: this.spec,
+        replicas: this.replicas,
+        starting: this.starting,
+        lastRequestAt: this.lastRequestAt,
+        lastError: this.lastError,
+        lastScaling: this.lastScaling,
+        desired: this.desired,
+        retryAt: Math.max(this.backoff.retryAtTime ?? 0, this.crashes.retryAtTime ?? 0) || null,
+      },
+      Date.now(),
+    );
   }
 
   private deletedError(): LumaError {
     return new LumaError('service_deleted', `service "${this.name}" was deleted`, { details: { service: this.name } });
   }
 
-  /** Waits for queued operations; used at shutdown and in tests. */
-  async idle(): Promise<void> {
-    await this.operations.onIdle();
-    if (this.pendingWake) await this.pendingWake.catch(() => undefined);
+  /** Resolves when every start in progress has ended, successfully or not. */
+  async startsSettled(): Promise<void> {
+    await Promise.allSettled([...this.starts]);
+  }
+
+  /** Aborts the starts in progress with `reason`; they remove their containers. For shutdown. */
+  cancelStarts(reason: Error): void {
+    clearTimeout(this.replacementTimer);
+    this.lifetime.abort(reason);
   }
 }
+
+type StartReason = 'wake' | 'minimum' | 'replace' | 'scale-up';
 

@@ -7,10 +7,12 @@
 //   CRASH_ON_BOOT  print a few lines to stdout and stderr, then exit with this code (1 if not a number)
 //   NEVER_ANSWER   accept TCP connections on PORT but never send a byte
 //   NO_LISTEN      stay alive without opening a port
+//   LOG_REQUESTS   print one line per request to stdout: `test-app request <method> <url>`
 //
 // Routes match the end of the path, so they work with or without a `/<service>` prefix:
 //   .../sse?events=N&intervalMs=M            text/event-stream, N events, one every M ms
-//   .../stream?bytes=N&chunkBytes=K&delayMs=D  N bytes in chunks of K, D ms apart; byte i is i % 256
+//   .../stream?bytes=N&chunkBytes=K&delayMs=D  N bytes in chunks of K, D ms apart; byte i is i % 256;
+//                                            with Content-Length, or chunked when chunked=1
 //   .../hold?ms=N                            waits N ms, then echoes
 //   .../status/<code>                        echoes with that status (200-599)
 //   .../redirect?to=URL                      302 to URL (default /)
@@ -104,7 +106,9 @@ async function sendStream(req, res, query) {
   const total = numberParam(query, 'bytes', 1024 * 1024);
   const chunkBytes = Math.max(1, numberParam(query, 'chunkBytes', 64 * 1024));
   const delayMs = numberParam(query, 'delayMs', 0);
-  res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': total });
+  const headers = { 'content-type': 'application/octet-stream' };
+  if (query.get('chunked') !== '1') headers['content-length'] = total;
+  res.writeHead(200, headers);
   let offset = 0;
   while (offset < total && !res.destroyed) {
     const size = Math.min(chunkBytes, total - offset);
@@ -349,7 +353,9 @@ async function main() {
   }
 
   const failUntil = Date.now() + Number(process.env.FAIL_UNTIL_MS ?? 0);
+  const logRequests = process.env.LOG_REQUESTS !== undefined;
   server = createServer((req, res) => {
+    if (logRequests) console.log(`test-app request ${req.method} ${req.url}`);
     handleRequest(req, res, failUntil).catch((error) => {
       console.error(`test-app request failed: ${error.message}`);
       res.destroy();

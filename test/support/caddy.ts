@@ -22,6 +22,12 @@ export interface CaddyProcess {
   stop(): Promise<void>;
   /** Restarts Caddy, with the config it was running or with the initial empty one. */
   restart(options: { keepConfig: boolean }): Promise<void>;
+  /** Returns the running config as `GET /config/` shows it. */
+  config(): Promise<unknown>;
+  /** Stops Caddy and keeps its temporary directory, so `start` can run it again. */
+  halt(): Promise<void>;
+  /** Starts a halted Caddy with `config` (Caddy JSON, for example an earlier `config()`), or with the initial empty one. */
+  start(config?: unknown): Promise<void>;
 }
 
 export interface StartCaddyOptions {
@@ -123,6 +129,14 @@ export async function startCaddy(options: StartCaddyOptions = {}): Promise<Caddy
       await terminate();
       await agent.close();
       await rm(dir, { recursive: true, force: true });
+    },
+    async config(): Promise<unknown> {
+      return (await readConfig()).config;
+    },
+    halt: terminate,
+    async start(config: unknown = initialConfig): Promise<void> {
+      if (child !== undefined) throw new Error('caddy is already running');
+      await launch(config);
     },
     async restart({ keepConfig }): Promise<void> {
       let config: unknown = initialConfig;

@@ -82,7 +82,7 @@ async function listTestContainers(): Promise<DockerObject[]> {
   const ids = await run('docker', ['ps', '--all', '--quiet', '--filter', `label=${TEST_LABEL}=1`]);
   if (ids === '') return [];
 
-  const inspected = JSON.parse(await run('docker', ['container', 'inspect', ...ids.split('\n')])) as Array<{
+  const inspected = JSON.parse(await inspectExisting('container', ids.split('\n'))) as Array<{
     Id: string;
     Created: string;
     Config: { Labels: Record<string, string> | null };
@@ -98,7 +98,7 @@ async function listTestNetworks(): Promise<NetworkObject[]> {
   const ids = await run('docker', ['network', 'ls', '--quiet', '--filter', `label=${TEST_LABEL}=1`]);
   if (ids === '') return [];
 
-  const inspected = JSON.parse(await run('docker', ['network', 'inspect', ...ids.split('\n')])) as Array<{
+  const inspected = JSON.parse(await inspectExisting('network', ids.split('\n'))) as Array<{
     Id: string;
     Created: string;
     Labels: Record<string, string> | null;
@@ -115,11 +115,26 @@ async function listTestNetworks(): Promise<NetworkObject[]> {
 /** Returns the subset of `ids` that carry Luma's instance label, i.e. replicas a tested controller made. */
 async function lumaReplicas(ids: string[]): Promise<string[]> {
   if (ids.length === 0) return [];
-  const inspected = JSON.parse(await run('docker', ['container', 'inspect', ...ids])) as Array<{
+  const inspected = JSON.parse(await inspectExisting('container', ids)) as Array<{
     Id: string;
     Config: { Labels: Record<string, string> | null };
   }>;
   return inspected.filter((container) => container.Config.Labels?.[LABELS.instance] !== undefined).map((container) => container.Id);
+}
+
+/**
+ * Inspects Docker objects, skipping those removed since they were listed: another test run may
+ * be cleaning up at the same time. `docker inspect` then still prints the objects it found, but
+ * exits non-zero.
+ */
+async function inspectExisting(kind: 'container' | 'network', ids: string[]): Promise<string> {
+  try {
+    return await run('docker', [kind, 'inspect', ...ids]);
+  } catch (error) {
+    const stdout = (error as { stdout?: string }).stdout?.trim();
+    if (stdout?.startsWith('[')) return stdout;
+    return '[]';
+  }
 }
 
 async function removeLeftovers(): Promise<void> {

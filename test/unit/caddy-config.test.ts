@@ -46,14 +46,14 @@ describe('buildServer golden files', () => {
     {
       name: 'sleeping and ready services',
       file: 'server-services.json',
-      layout: { ...LAYOUT, listenHost: '127.0.0.1', accessLogAddress: '127.0.0.1:9999' },
+      layout: { ...LAYOUT, listenHost: '127.0.0.1', accessLogAddress: '127.0.0.1:9999', maxBodyBytes: 104_857_600, trustedProxies: ['10.0.0.0/8'] },
       routes: [READY, SLEEPING],
       parked: ['172.18.0.9:8080'],
     },
     {
       name: 'unix socket api and stream delay',
       file: 'server-unix-api.json',
-      layout: { ...LAYOUT, listenHost: '::1', apiAddress: '/run/luma/api.sock', streamCloseDelay: '10m' },
+      layout: { ...LAYOUT, listenHost: '::1', apiAddress: '/run/luma/api.sock', streamCloseDelay: '10m', tlsPort: 8443 },
       routes: [{ service: 'hello', hosts: ['hello.test'], upstreams: ['[fd00::2]:8080'] }],
       parked: [],
     },

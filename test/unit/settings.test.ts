@@ -185,6 +185,7 @@ describe('parseSettings', () => {
   it.each([
     [['-default-max-replicas=20', '-max-replicas-limit=10'], /-default-max-replicas .* must be at most -max-replicas-limit \(10\)/],
     [['-wake-queue-per-service=50', '-wake-queue-total=10'], /-wake-queue-total .* must be at least -wake-queue-per-service \(50\)/],
+    [['-port=8443', '-tls-port=8443'], /-tls-port .* must differ from -port \(8443\)/],
   ])('rejects conflicting %j', (argv, message) => {
     expect(() => parseSettings(argv, {})).toThrow(message);
   });

@@ -113,6 +113,17 @@ describe('test app routes', () => {
     expect(data.every((byte, index) => byte === index % 256)).toBe(true);
   });
 
+  it('streams chunked without length', async () => {
+    app = await startApp();
+    const response = await request(`${app.origin}/stream?bytes=1000&chunkBytes=100&chunked=1`);
+    const data = Buffer.from(await response.body.arrayBuffer());
+
+    expect(response.headers['content-length']).toBeUndefined();
+    expect(response.headers['transfer-encoding']).toBe('chunked');
+    expect(data.length).toBe(1_000);
+    expect(data.every((byte, index) => byte === index % 256)).toBe(true);
+  });
+
   it('sends server-sent events spaced', async () => {
     app = await startApp();
     const response = await request(`${app.origin}/svc/sse?events=3&intervalMs=100`);
@@ -155,6 +166,14 @@ describe('test app routes', () => {
 });
 
 describe('test app boot modes', () => {
+  it('logs requests when asked', async () => {
+    const app = await startApp({ LOG_REQUESTS: '1' });
+    const response = await request(`${app.origin}/svc/x?y=1`, { method: 'POST', body: 'abc' });
+    await response.body.dump();
+
+    expect(app.output()).toContain('test-app request POST /svc/x?y=1\n');
+  });
+
   it('fails then becomes ready', async () => {
     const app = await startApp({ FAIL_UNTIL_MS: '300' });
     const early = await request(`${app.origin}/healthz`);
