@@ -70,10 +70,7 @@ export async function startLuma(settings: Settings, logger: Logger, env: NodeJS.
     serviceForHost: (host: string) => controller?.serviceForHost(host),
     service: (name: string) => controller?.service(name),
   };
-  const requireController = () => {
-    if (!controller) throw new Error('controller not started');
-    return controller;
-  };
+  const requireController = () => requireDefined(controller);
 
   const wake = new WakeHandler({
     logger,
@@ -116,24 +113,10 @@ export async function startLuma(settings: Settings, logger: Logger, env: NodeJS.
   const apiServer = await listenApi(api, settings);
   const apiAddress = describeServerAddress(apiServer, settings);
 
-  let dnsPublisher: DnsUpstreamPublisher | undefined;
+  // In dns mode each route takes its replicas from an SRV record (see src/upstreams/dns-mode.ts).
   let dns: DnsServer | undefined;
-  if (settings.upstreamMode === 'dns') {
-    dns = new DnsServer({ instanceId, logger });
-    const dnsListening = await dns.listen(formatListenAddress(settings.dnsAddress));
-    dns.setWakeAddress(wakeListening.host, wakeListening.port);
-    const dnsAddress = formatListenAddress({ kind: 'tcp', host: dnsListening.host, port: dnsListening.port });
-    logger.info({ dnsAddress }, 'dns server listening');
-    dnsPublisher = new DnsUpstreamPublisher({
-      dns,
-      routes: { ensureServer: (r) => routing.ensureServer(r), setRoute: (r) => routing.setRoute(r), removeRoute: (n) => routing.removeRoute(n), setDraining: (a) => routing.setDraining(a) },
-      instanceId,
-      dnsAddress,
-      refreshMs: settings.dnsRefreshMs,
-    });
-  }
-
-  const routing: CaddyRouting = new CaddyRouting({
+  let dnsPublisher: DnsUpstreamPublisher | undefined;
+  const routing = new CaddyRouting({
     admin,
     logger,
     instanceId,
@@ -141,18 +124,31 @@ export async function startLuma(settings: Settings, logger: Logger, env: NodeJS.
     apiAddress,
     wakeAddress,
     accessLogAddress,
-    dynamicUpstreams: dnsPublisher ? (route) => dnsPublisher.dynamicUpstreams(route) : undefined,
+    dynamicUpstreams: settings.upstreamMode === 'dns' ? (route) => requireDefined(dnsPublisher).dynamicUpstreams(route) : undefined,
     maxBodyBytes: settings.maxBodyBytes,
     trustedProxies: settings.trustedProxies,
     tlsPort: settings.tlsPort === 0 ? undefined : settings.tlsPort,
   });
+  if (settings.upstreamMode === 'dns') {
+    dns = new DnsServer({ instanceId, logger });
+    const dnsListening = await dns.listen(formatListenAddress(settings.dnsAddress));
+    dns.setWakeAddress(wakeListening.host, wakeListening.port);
+    dnsPublisher = new DnsUpstreamPublisher({
+      dns,
+      routes: routing,
+      instanceId,
+      dnsAddress: formatListenAddress({ kind: 'tcp', host: dnsListening.host, port: dnsListening.port }),
+      refreshMs: settings.dnsRefreshMs,
+    });
+  }
+
   const publisher = dnsPublisher ?? new AdminUpstreamPublisher(routing);
   const activity = new ActivityMonitor({
     readUpstreams: () => routing.readUpstreams(),
     intervalMs: UPSTREAM_SAMPLE_MS,
     logger: logger.child({ component: 'activity' }),
     onSample: (counts) => controller?.recordInFlight(counts),
-    mapAddress: dnsPublisher ? (address) => dnsPublisher.canonicalAddress(address) : undefined,
+    mapAddress: dnsPublisher ? (address) => requireDefined(dnsPublisher).canonicalAddress(address) : undefined,
   });
 
   controller = new Controller({
@@ -249,4 +245,10 @@ function describeServerAddress(server: ServerType, settings: Settings): string {
   if (settings.apiAddress.kind === 'unix') return formatListenAddress(settings.apiAddress);
   const info = server.address() as AddressInfo;
   return `${settings.apiAddress.host}:${info.port}`;
+}
+
+/** Returns a value that start-up assigns before any caller can need it. */
+function requireDefined<T>(value: T | undefined): T {
+  if (value === undefined) throw new Error('luma is still starting');
+  return value;
 }

@@ -73,7 +73,8 @@ export function createMetrics(sources: { backend: ServiceBackend; wakeStats: () 
       this.reset();
       this.inc({ outcome: 'replayed' }, stats.replayed);
       this.inc({ outcome: 'retried' }, stats.retried);
-      this.inc({ outcome: 'failed' }, stats.failed);
+      // The handler counts queue-full rejections among its failures; the outcomes here are disjoint.
+      this.inc({ outcome: 'failed' }, Math.max(0, stats.failed - stats.rejectedQueueFull));
       this.inc({ outcome: 'rejected_queue_full' }, stats.rejectedQueueFull);
     },
   });

@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { z } from 'zod';
 
 import { isHostName } from '../config/addresses.js';
@@ -48,6 +49,17 @@ const imageSchema = z.string().check((ctx) => {
   if (problem !== undefined) addIssue(ctx, problem);
 });
 
+/**
+ * Rejects an `env` key named `__proto__`. JSON.parse keeps it as an own property, but copying the
+ * object into a record sets the prototype instead, so the variable would vanish without a word.
+ */
+const envObjectSchema = z.unknown().check((ctx) => {
+  const value = ctx.value;
+  if (value !== null && typeof value === 'object' && Object.prototype.hasOwnProperty.call(value, '__proto__')) {
+    addIssue(ctx, 'is not allowed as an environment variable name', ['__proto__']);
+  }
+});
+
 const envSchema = z.record(z.string(), z.string()).check((ctx) => {
   for (const [key, value] of Object.entries(ctx.value)) {
     if (!ENV_NAME.test(key)) {
@@ -70,6 +82,10 @@ const hostsSchema = z.array(z.string()).transform((hosts, ctx) => {
     const lower = host.toLowerCase();
     if (!isHostName(lower)) {
       addIssue(ctx, 'must be a host name such as app.example.com: labels of letters, digits and inner "-", without port or trailing dot', [index]);
+    } else if (isIP(lower) !== 0 || lower === 'localhost') {
+      // Host routes come before path routes, so such a host would capture every other service's
+      // path route for clients that reach Luma by that address.
+      addIssue(ctx, 'must be a name of this service, not an IP address or localhost, which reach every service', [index]);
     }
     const earlier = seen.get(lower);
     if (earlier !== undefined) addIssue(ctx, `duplicates hosts.${earlier}`, [index]);
@@ -155,7 +171,7 @@ export const serviceInputSchema = z.strictObject({
   port: z.int().min(1).max(65535).nullish(),
   minReplicas: count(0),
   maxReplicas: count(1),
-  env: envSchema.nullish(),
+  env: envObjectSchema.pipe(envSchema.nullish()).optional(),
   command: commandSchema.nullish(),
   hosts: hostsSchema.nullish(),
   healthCheck: z.strictObject({ path: healthPathSchema, timeout: durationSchema() }).nullish(),

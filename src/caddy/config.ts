@@ -10,11 +10,13 @@ import type { ServiceRoute } from './types.js';
  * results through the admin API. Route order inside the server:
  *
  * 1. `/api`, `/api/*` to the controller's API, with `X-Luma-Client-Ip` set by Caddy;
- * 2. host routes of all services, each a top-level route (`luma-<instance>.host.<service>`),
+ * 2. with a body limit, 413 for a request whose Content-Length exceeds it;
+ * 3. host routes of all services, each a top-level route (`luma-<instance>.host.<service>`),
  *    because Caddy's automatic HTTPS only finds host names in top-level routes (see tls.ts);
- * 3. path routes of all services (container `luma-<instance>.paths`);
- * 4. the parking route of draining upstreams, which never matches;
- * 5. 404 for `/`, then 404 naming the service for anything else.
+ * 4. path routes of all services (container `luma-<instance>.paths`);
+ * 5. 308 from `/<name>` to `/<name>/`, for every name at once;
+ * 6. the parking route of draining upstreams, which never matches;
+ * 7. 404 for `/`, then 404 naming the service for anything else.
  *
  * Host routes come before path routes, so `app.example.com/other/x` goes to the service that owns
  * the host even when a service named `other` exists.

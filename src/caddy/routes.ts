@@ -200,9 +200,10 @@ export function buildPathRoute(targets: RouteTargets, route: ServiceRoute): Json
   const prefix = `/${route.service}`;
   const handle = [
     ...bodyLimit(targets),
-    // NOTE: a request whose escaped path spells the prefix with percent-encodings
-    // (`/%73vc/x` for `/svc/x`) matches this route but is not stripped, so the app
-    // receives the full path. No ordinary client sends such paths.
+    // NOTE: Caddy matches on the decoded, cleaned path but the prefix is cut from the escaped
+    // one. A prefix spelled with percent-encodings (`/%73vc/x` for `/svc/x`) is matched but not
+    // stripped, and an encoded slash with dot segments (`/a/..%2Fsvc%2Fx`) matches `/svc/`
+    // while the app receives the escaped path unchanged. No ordinary client sends such paths.
     { handler: 'rewrite', path_regexp: [{ find: `(?i)^${escapeRegExp(prefix)}/`, replace: '/' }] },
     serviceProxy(targets, route, { set: { 'X-Forwarded-Prefix': [prefix] } }),
   ];

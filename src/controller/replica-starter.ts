@@ -89,8 +89,10 @@ export class ReplicaStarter {
           cause: error,
         });
     const exitCode = typeof base.details.exitCode === 'number' ? base.details.exitCode : undefined;
+    // The copy takes over the original's cause, not the original itself: pino appends each
+    // cause's message to the logged one, which would repeat the same text.
     return new LumaError(base.code, base.message, {
-      cause: base.cause ?? error,
+      cause: base.cause,
       details: { ...base.details, service: spec.name, image: spec.image, exitCode, logTail },
     });
   }

@@ -1,5 +1,5 @@
 import type { Logger } from '../log.js';
-import { isLumaError } from '../errors.js';
+import { isLumaError, type ErrorCode } from '../errors.js';
 import { statusForWakeError } from './replies.js';
 
 /**
@@ -40,6 +40,19 @@ export class RepeatLimiter {
   }
 }
 
+/** Error codes of `ReplicaProvider.acquire` that the provider logs itself. */
+const LOGGED_BY_PROVIDER: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
+  'image_not_found',
+  'image_pull_failed',
+  'replica_exited',
+  'startup_timeout',
+  'wake_backoff',
+  'service_not_found',
+  'service_deleted',
+  'shutting_down',
+  'docker_unavailable',
+]);
+
 /** Warn-level failure logging with repeats per key and interval moved to debug and counted. */
 export class FailureLog {
   private readonly repeats: RepeatLimiter;
@@ -51,10 +64,19 @@ export class FailureLog {
     this.repeats = new RepeatLimiter(intervalMs);
   }
 
-  /** Logs a failed wait for a replica of `service`, keyed by service and error code. */
+  /**
+   * Logs a failed wait for a replica of `service`, keyed by service and error code. The
+   * controller logs failed starts and their backoff where it handles them, so they go to debug
+   * here. The wake-up handler's own failures (a full queue, an unexpected error) go to warn.
+   */
   wakeFailed(service: string, error: unknown): void {
     const code = isLumaError(error) ? error.code : 'internal';
-    this.warn(`${service}:${code}`, { service, code, status: statusForWakeError(error), err: error }, 'wake failed');
+    const fields = { service, code, status: statusForWakeError(error), err: error };
+    if (isLumaError(error) && LOGGED_BY_PROVIDER.has(error.code)) {
+      this.logger.debug(fields, 'wake failed');
+      return;
+    }
+    this.warn(`${service}:${code}`, fields, 'wake failed');
   }
 
   /** Logs at warn, or at debug when `key` was logged within the interval; `suppressed` counts those. */

@@ -38,7 +38,7 @@ describe('metrics', () => {
       ],
     } as unknown as ServiceBackend;
     const wakeStats = () =>
-      ({ waitingByService: { idle: 3 }, replayed: 10, retried: 1, failed: 2, rejectedQueueFull: 4 }) as unknown as WakeStats;
+      ({ waitingByService: { idle: 3 }, replayed: 10, retried: 1, failed: 4, rejectedQueueFull: 4 }) as unknown as WakeStats;
 
     const text = await createMetrics({ backend, wakeStats }).metrics();
 
@@ -49,6 +49,7 @@ describe('metrics', () => {
     expect(text).toContain('luma_service_concurrency{service="web"} 7');
     expect(text).toContain('luma_wake_waiting_requests{service="idle"} 3');
     expect(text).toContain('luma_wake_requests_total{outcome="rejected_queue_full"} 4');
+    expect(text).toContain('luma_wake_requests_total{outcome="failed"} 0');
     expect(text).toContain('luma_wake_waiting_requests{service="web"} 0');
     expect(text).toContain('luma_services{state="failed"} 0');
     expect(text).toContain('luma_process_cpu_seconds_total');
