@@ -83,6 +83,10 @@ export async function startCaddy(options: StartCaddyOptions = {}): Promise<Caddy
       stdio: ['ignore', 'ignore', 'pipe'],
     });
     child = started;
+    // Stops this Caddy when the test worker exits without stop() (a crash, a timeout kill).
+    const killChild = () => started.kill('SIGKILL');
+    process.once('exit', killChild);
+    started.once('exit', () => process.off('exit', killChild));
     started.stderr?.on('data', (chunk: Buffer) => {
       output = (output + chunk.toString('utf8')).slice(-OUTPUT_LIMIT);
     });

@@ -83,6 +83,12 @@ export async function startLuma(options: LumaOptions): Promise<LumaInstance> {
   child.stderr?.on('data', (chunk: Buffer) => (output += chunk.toString()));
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
 
+  // A test worker that exits without destroy() (a crash, a timeout kill) must not leave the
+  // controller running: it would keep its ports and go on managing containers.
+  const killChild = () => child.kill('SIGKILL');
+  process.once('exit', killChild);
+  child.once('exit', () => process.off('exit', killChild));
+
   const url = `http://127.0.0.1:${port}`;
   const instance: LumaInstance = {
     url,
