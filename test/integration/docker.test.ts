@@ -232,10 +232,22 @@ describe('DockerRuntime', () => {
     await runtime.removeReplica(id);
   });
 
-  it('startReplica reports missing executable', async () => {
-    const { id, startError } = await startReplica(spec('noexec', { command: ['/luma-missing-binary'] }));
-    expect(startError?.code).toBe('replica_exited');
-    expect(startError?.details.exitCode).toBe(127);
+  it('reports missing executable exit 127', async () => {
+    const { id, address, startError } = await startReplica(spec('noexec', { command: ['/luma-missing-binary'] }));
+
+    // docker-init starts, then fails to run the command. Whether the container has already
+    // exited when startReplica inspects it for its address depends on timing, so the exit shows
+    // up either there or in the readiness probe.
+    let failure = startError;
+    if (failure === undefined) {
+      expect(address).toBeDefined();
+      failure = await probeUntilReady({ address: address!, timeoutMs: 10_000, hasExited: exitOf(id) }).then(
+        () => undefined,
+        (error: unknown) => (isLumaError(error) ? error : undefined),
+      );
+    }
+    expect(failure?.code).toBe('replica_exited');
+    expect(failure?.details.exitCode).toBe(127);
     await runtime.removeReplica(id);
   });
 

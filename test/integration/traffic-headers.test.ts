@@ -64,7 +64,9 @@ async function coldAndWarm(send: (service: string) => Promise<Reply>): Promise<{
  * service writes Caddy's config, and Caddy 2.6.2 then closes idle keep-alive connections.
  */
 async function get(path: string, headers: Record<string, string> = {}, dispatcher?: Dispatcher): Promise<Reply> {
-  const response = await request(luma.url, { path, headers, dispatcher, reset: true });
+  // undici's types omit `path` next to an origin, but its runtime accepts it.
+  const options = { path, headers, dispatcher, reset: true } as unknown as Parameters<typeof request>[1];
+  const response = await request(luma.url, options);
   return { status: response.statusCode, headers: response.headers, text: await response.body.text() };
 }
 

@@ -4,6 +4,7 @@
  * `-max-body-size` get 413 at once; the controller's memory stays bounded while uploads wait for a replica.
  * Real Caddy, controller process and Docker engine, dns upstream mode.
  */
+import { Readable } from 'node:stream';
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
@@ -90,9 +91,11 @@ describe('uploads to a cold service', () => {
     const response = await request(`${luma.url}/up-chunked/chunked`, {
       method: 'POST',
       reset: true,
-      body: (async function* () {
-        for (const chunk of chunks) yield chunk;
-      })(),
+      body: Readable.from(
+        (async function* () {
+          for (const chunk of chunks) yield chunk;
+        })(),
+      ),
     });
     expect(response.statusCode).toBe(200);
     const echo = (await response.body.json()) as Echo;
@@ -167,11 +170,13 @@ describe.each(['cold', 'warm'])('body limit on the %s path', (path) => {
     const response = await request(`${luma.url}/${name}/chunked`, {
       method: 'POST',
       reset: true,
-      body: (async function* () {
-        // 65 chunks of 1 MiB: one over the limit. The generator stops when the request fails.
-        for (let i = 0; i < 65; i++) yield chunk;
-      })(),
-    }).catch((error: unknown) => error);
+      body: Readable.from(
+        (async function* () {
+          // 65 chunks of 1 MiB: one over the limit. The generator stops when the request fails.
+          for (let i = 0; i < 65; i++) yield chunk;
+        })(),
+      ),
+    }).catch((error: unknown) => (error instanceof Error ? error : new Error(String(error))));
     // The reply may come before the whole body was sent; undici then reports the reset instead.
     if (response instanceof Error) {
       expect(response.message).toMatch(/other side closed|socket|reset|EPIPE/i);
