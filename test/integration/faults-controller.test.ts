@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startCaddy, type CaddyProcess } from '../support/caddy.js';
-import { createHalfCreatedReplica, docker, TEST_IMAGE, waitForState } from '../support/faults.js';
+import { createHalfCreatedReplica, TEST_IMAGE, waitForState } from '../support/faults.js';
 import { createService, getService, startLuma, type LumaInstance } from '../support/luma.js';
 import { freePort, sleep, waitFor } from '../support/ports.js';
 import { between, probe, reportFault, startTraffic, summarize } from '../support/fault-traffic.js';

@@ -5,7 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startCaddy, type CaddyProcess } from '../support/caddy.js';
-import { docker, TEST_IMAGE, waitForState } from '../support/faults.js';
+import { docker, TEST_IMAGE } from '../support/faults.js';
 import { probe, reportFault, summarize, type Outcome } from '../support/fault-traffic.js';
 import { createService, getService, startLuma, type LumaInstance } from '../support/luma.js';
 import { sleep, waitFor } from '../support/ports.js';

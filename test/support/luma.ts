@@ -12,6 +12,7 @@ import { promisify } from 'node:util';
 import { LABELS } from '../../src/model.js';
 import { testLabels } from './labels.js';
 import { freePort, sleep, waitFor } from './ports.js';
+import { request } from 'undici';
 
 const execFileAsync = promisify(execFile);
 const ROOT = path.resolve(import.meta.dirname, '../..');
@@ -158,22 +159,31 @@ export async function startLuma(options: LumaOptions): Promise<LumaInstance> {
   return instance;
 }
 
+/**
+ * Sends an API request on a new connection. In admin mode every config write makes Caddy 2.6.2
+ * close idle keep-alive connections, and a pooled one could fail at that moment.
+ */
+async function apiRequest(url: string, method: 'GET' | 'POST', body?: unknown): Promise<{ status: number; text: string }> {
+  const response = await request(url, {
+    method,
+    reset: true,
+    headers: body === undefined ? {} : { 'content-type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  return { status: response.statusCode, text: await response.body.text() };
+}
+
 /** Registers a service through the API and returns the response body. */
 export async function createService(luma: LumaInstance, body: Record<string, unknown>): Promise<Record<string, unknown>> {
-  const response = await fetch(`${luma.url}/api/services`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify(body),
-  });
-  const text = await response.text();
-  if (response.status !== 201) throw new Error(`create service failed: ${response.status} ${text}`);
-  return JSON.parse(text) as Record<string, unknown>;
+  const response = await apiRequest(`${luma.url}/api/services`, 'POST', body);
+  if (response.status !== 201) throw new Error(`create service failed: ${response.status} ${response.text}`);
+  return JSON.parse(response.text) as Record<string, unknown>;
 }
 
 export async function getService(luma: LumaInstance, name: string): Promise<Record<string, any>> {
-  const response = await fetch(`${luma.url}/api/services/${name}`);
-  if (!response.ok) throw new Error(`get service failed: ${response.status} ${await response.text()}`);
-  return (await response.json()) as Record<string, any>;
+  const response = await apiRequest(`${luma.url}/api/services/${name}`, 'GET');
+  if (response.status !== 200) throw new Error(`get service failed: ${response.status} ${response.text}`);
+  return JSON.parse(response.text) as Record<string, any>;
 }
 
 export { sleep };

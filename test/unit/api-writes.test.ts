@@ -5,31 +5,11 @@
 import { describe, expect, it } from 'vitest';
 
 import { createApiApp } from '../../src/api/app.js';
-import type { ServiceBackend, ServiceDefaults, ServiceStatus } from '../../src/api/backend.js';
+import type { ServiceBackend } from '../../src/api/backend.js';
 import { silentLogger } from '../../src/log.js';
 import type { ServiceSpec } from '../../src/model.js';
+import { DEFAULTS, STATUS } from '../support/api-fixtures.js';
 
-const DEFAULTS: ServiceDefaults = {
-  port: 8080,
-  minReplicas: 0,
-  maxReplicas: 10,
-  maxReplicasLimit: 20,
-  startupTimeoutMs: 60_000,
-  inactivityTimeoutMs: 600_000,
-  concurrency: 80,
-};
-
-const STATUS: ServiceStatus = {
-  state: 'sleeping',
-  desiredReplicas: 0,
-  readyReplicas: 0,
-  replicas: [],
-  concurrency: 0,
-  lastRequestAt: null,
-  lastError: null,
-  retryAt: null,
-  lastScaling: null,
-};
 
 /** Returns a backend whose updates take `delayMs`, like a store write with fsync. */
 function slowBackend(delayMs: number): ServiceBackend & { specs: Map<string, ServiceSpec> } {

@@ -9,38 +9,18 @@ import { createAdaptorServer } from '@hono/node-server';
 import { beforeEach, describe, expect, it } from 'vitest';
 
 import { createApiApp, type ApiApp } from '../../src/api/app.js';
-import type { ServiceBackend, ServiceDefaults, ServiceStatus } from '../../src/api/backend.js';
+import type { ServiceBackend } from '../../src/api/backend.js';
 import type { ServiceView } from '../../src/api/service-document.js';
 import { LumaError } from '../../src/errors.js';
 import { createLogger, silentLogger } from '../../src/log.js';
 import type { ServiceSpec } from '../../src/model.js';
+import { DEFAULTS, STATUS } from '../support/api-fixtures.js';
 
 const TOKEN = 'test-token-0123456789abcdef';
 const LOCAL = { 'x-luma-client-ip': '127.0.0.1' };
 const REMOTE = { 'x-luma-client-ip': '203.0.113.7' };
 const NOW = new Date('2025-03-01T12:00:00.000Z');
 
-const DEFAULTS: ServiceDefaults = {
-  port: 8080,
-  minReplicas: 0,
-  maxReplicas: 10,
-  maxReplicasLimit: 20,
-  startupTimeoutMs: 60_000,
-  inactivityTimeoutMs: 600_000,
-  concurrency: 80,
-};
-
-const STATUS: ServiceStatus = {
-  state: 'sleeping',
-  desiredReplicas: 0,
-  readyReplicas: 0,
-  replicas: [],
-  concurrency: 0,
-  lastRequestAt: null,
-  lastError: null,
-  retryAt: null,
-  lastScaling: null,
-};
 
 /** In-memory backend with the error behaviour of the ServiceBackend contract. */
 class FakeBackend implements ServiceBackend {
