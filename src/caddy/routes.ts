@@ -146,7 +146,7 @@ export function buildHostRoute(targets: RouteTargets, route: ServiceRoute): Json
 /**
  * Returns the server-level route that rejects a request whose declared Content-Length exceeds
  * `maxBodyBytes` with 413 at once, before anything is proxied and without `100 Continue`, and
- * closes the connection. It holds the only CEL expression of the limit, so the cost of a config
+ * closes the connection. It contains the only CEL expression of the limit, so the cost of a config
  * reload does not grow with it per service. Each service route then cuts a chunked body at the
  * limit with `request_body` (see bodyLimit), which Caddy 2.6.2 turns into a 413 error (see
  * buildBodyTooLargeRoute). `request_body` alone is not enough: on 2.6.2 a Content-Length over
@@ -220,7 +220,7 @@ const BARE_PREFIX_PATTERN = '(?i)^/[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$';
 
 /**
  * Returns the routes that redirect (308) `/<name>` to `/<name>/`, keeping the query string byte
- * for byte. They serve every service at once, so the server holds two CEL expressions whatever
+ * for byte. They serve every service at once, so the server contains two CEL expressions whatever
  * the number of services: at 1000 services, one expression per service made each config reload
  * of Caddy 2.6.2 take 680-900 ms instead of 160-370 ms. A bare path that names no service
  * redirects too, and the slash-terminated path then gets the 404 that names the service.

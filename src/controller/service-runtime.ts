@@ -357,7 +357,7 @@ export class ServiceRuntime {
 
   /**
    * Applies a changed spec. The spec takes effect at once, for views and for starts that begin
-   * from now on; replicas are replaced when fields that need a new container changed.
+   * from now on. Replicas are replaced when fields that need a new container changed.
    */
   update(spec: ServiceSpec): Promise<void> {
     this.spec = spec;
@@ -385,10 +385,10 @@ export class ServiceRuntime {
     const ready = this.replicas.inState('ready');
     const outdated = ready.filter((r) => r.replica.specHash !== this.specHash);
     if (outdated.length === 0) return;
-    const wanted = Math.max(outdated.length, spec.minReplicas) - (ready.length - outdated.length);
-    if (wanted > 0) {
-      this.log.info({ replicas: wanted }, 'replacing replicas after spec change');
-      const results = await Promise.allSettled(Array.from({ length: wanted }, () => this.startReplica('replace')));
+    const missing = Math.max(outdated.length, spec.minReplicas) - (ready.length - outdated.length);
+    if (missing > 0) {
+      this.log.info({ replicas: missing }, 'replacing replicas after spec change');
+      const results = await Promise.allSettled(Array.from({ length: missing }, () => this.startReplica('replace')));
       if (results.every((r) => r.status === 'rejected')) {
         this.log.warn('no new replica started; outdated replicas keep serving');
         return;
