@@ -159,23 +159,39 @@ export async function startLuma(options: LumaOptions): Promise<LumaInstance> {
   return instance;
 }
 
+/** Connection errors that Caddy 2.6.2 causes on a connection it accepted just before a config reload. */
+function isConnectionReset(error: unknown): boolean {
+  const code = (error as { code?: string }).code;
+  return code === 'ECONNRESET' || code === 'UND_ERR_SOCKET' || code === 'EPIPE';
+}
+
 /**
- * Sends an API request on a new connection. In admin mode every config write makes Caddy 2.6.2
- * close idle keep-alive connections, and a pooled one could fail at that moment.
+ * Sends an API request on a new connection, and again (up to 3 tries) when Caddy resets it. In
+ * admin mode every config write makes Caddy 2.6.2 close idle keep-alive connections, and it can
+ * reset a new connection accepted just before the reload.
  */
-async function apiRequest(url: string, method: 'GET' | 'POST', body?: unknown): Promise<{ status: number; text: string }> {
-  const response = await request(url, {
-    method,
-    reset: true,
-    headers: body === undefined ? {} : { 'content-type': 'application/json' },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  return { status: response.statusCode, text: await response.body.text() };
+async function apiRequest(url: string, method: 'GET' | 'POST', body?: unknown): Promise<{ status: number; text: string; attempts: number }> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const response = await request(url, {
+        method,
+        reset: true,
+        headers: body === undefined ? {} : { 'content-type': 'application/json' },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+      return { status: response.statusCode, text: await response.body.text(), attempts: attempt };
+    } catch (error) {
+      if (attempt >= 3 || !isConnectionReset(error)) throw error;
+      await sleep(100);
+    }
+  }
 }
 
 /** Registers a service through the API and returns the response body. */
 export async function createService(luma: LumaInstance, body: Record<string, unknown>): Promise<Record<string, unknown>> {
   const response = await apiRequest(`${luma.url}/api/services`, 'POST', body);
+  // A POST that was reset after Luma created the service gets 409 on its retry.
+  if (response.status === 409 && response.attempts > 1) return getService(luma, String(body.name));
   if (response.status !== 201) throw new Error(`create service failed: ${response.status} ${response.text}`);
   return JSON.parse(response.text) as Record<string, unknown>;
 }
