@@ -3,6 +3,7 @@
  * DELETE and PATCH arrive while a wake-up is in flight, and API writes to one service run
  * concurrently. Concurrent writes must neither lose nor duplicate a Caddy route.
  */
+import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startCaddy, type CaddyProcess } from '../support/caddy.js';
 import { docker, TEST_IMAGE } from '../support/faults.js';
@@ -20,12 +21,31 @@ afterAll(async () => {
   await caddy?.stop();
 });
 
-function api(luma: LumaInstance, path: string, method: string, body?: unknown): Promise<Response> {
-  return fetch(`${luma.url}/api/services${path}`, {
-    method,
-    headers: body === undefined ? {} : { 'content-type': method === 'PATCH' ? 'application/merge-patch+json' : 'application/json' },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
+/**
+ * Sends an API request on a new connection. In admin mode Caddy 2.6.2 can reset a connection it
+ * accepted just before a config reload; such a request is sent again (up to 3 tries), and a retry
+ * that finds its earlier attempt applied (409 after POST, 404 after DELETE) reports the status of
+ * that attempt.
+ */
+async function api(luma: LumaInstance, path: string, method: 'POST' | 'PATCH' | 'DELETE', body?: unknown): Promise<{ status: number }> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const response = await request(`${luma.url}/api/services${path}`, {
+        method,
+        reset: true,
+        headers: body === undefined ? {} : { 'content-type': method === 'PATCH' ? 'application/merge-patch+json' : 'application/json' },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+      await response.body.dump();
+      if (attempt > 1 && method === 'POST' && response.statusCode === 409) return { status: 201 };
+      if (attempt > 1 && method === 'DELETE' && response.statusCode === 404) return { status: 204 };
+      return { status: response.statusCode };
+    } catch (error) {
+      const code = (error as { code?: string }).code;
+      if (attempt >= 3 || (code !== 'ECONNRESET' && code !== 'UND_ERR_SOCKET' && code !== 'EPIPE')) throw error;
+      await sleep(100);
+    }
+  }
 }
 
 describe.each(['admin', 'dns'])('races in %s upstream mode', (mode) => {
