@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startCaddy, type CaddyProcess } from '../support/caddy.js';
 import { docker, TEST_IMAGE } from '../support/faults.js';
 import { probe, reportFault, summarize, type Outcome } from '../support/fault-traffic.js';
-import { createService, getService, startLuma, type LumaInstance } from '../support/luma.js';
+import { createService, getService, isConnectionReset, startLuma, type LumaInstance } from '../support/luma.js';
 import { sleep, waitFor } from '../support/ports.js';
 
 let caddy: CaddyProcess;
@@ -41,8 +41,7 @@ async function api(luma: LumaInstance, path: string, method: 'POST' | 'PATCH' | 
       if (attempt > 1 && method === 'DELETE' && response.statusCode === 404) return { status: 204 };
       return { status: response.statusCode };
     } catch (error) {
-      const code = (error as { code?: string }).code;
-      if (attempt >= 3 || (code !== 'ECONNRESET' && code !== 'UND_ERR_SOCKET' && code !== 'EPIPE')) throw error;
+      if (attempt >= 3 || !isConnectionReset(error)) throw error;
       await sleep(100);
     }
   }

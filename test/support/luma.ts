@@ -160,7 +160,7 @@ export async function startLuma(options: LumaOptions): Promise<LumaInstance> {
 }
 
 /** Connection errors that Caddy 2.6.2 causes on a connection it accepted just before a config reload. */
-function isConnectionReset(error: unknown): boolean {
+export function isConnectionReset(error: unknown): boolean {
   const code = (error as { code?: string }).code;
   return code === 'ECONNRESET' || code === 'UND_ERR_SOCKET' || code === 'EPIPE';
 }
