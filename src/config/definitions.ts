@@ -196,7 +196,7 @@ export const SETTING_DEFINITIONS: { readonly [K in keyof Settings]: SettingDefin
     flag: 'startup-timeout',
     type: durationValue({ min: 1 }),
     defaultValue: '60s',
-    description: 'Maximum time for a new replica to answer HTTP before its start fails, unless the service sets its own.',
+    description: 'Maximum time for a new replica to respond over HTTP before its start fails, unless the service sets its own.',
   },
   drainTimeoutMs: {
     flag: 'drain-timeout',

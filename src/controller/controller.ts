@@ -168,7 +168,7 @@ export class Controller implements ServiceBackend, ReplicaProvider {
 
   list(): ServiceView[] {
     return [...this.services.values()]
-      .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
+      .sort((a, b) => a.name.localeCompare(b.name))
       .map((s) => this.view(s));
   }
 
